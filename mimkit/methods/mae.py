@@ -1,0 +1,259 @@
+"""MAE: Masked Autoencoders Are Scalable Vision Learners (He et al., CVPR 2022).
+
+An encoder ViT sees only the visible ~25% of patches (+ cls); a light decoder sees the encoded
+visible tokens plus a shared mask token at every hidden position and regresses the pixels of the
+hidden patches (optionally normalised per patch). Attribute names give the official state-dict
+keys (cls_token, pos_embed, patch_embed.proj, blocks.i..., decoder_embed, decoder_pred, ...), so
+official checkpoints load without renaming.
+"""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..nn import Block, PatchEmbed, gather_tokens, patchify, random_masking, sincos_2d, to_pair, unpatchify
+from .output import Output
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class MAEConfig:
+    """Architecture and objective of an MAE. Images enter in [0, 1] and are normalised with
+    pixel_mean / pixel_std (one value per channel, or one value for all)."""
+
+    img_size: int | tuple[int, int] = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    embed_dim: int = 1024
+    depth: int = 24
+    num_heads: int = 16
+    decoder_embed_dim: int = 512
+    decoder_depth: int = 8
+    decoder_num_heads: int = 16
+    mlp_ratio: float = 4.0
+    norm_eps: float = 1e-6
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = False
+    pixel_mean: tuple[float, ...] = IMAGENET_MEAN
+    pixel_std: tuple[float, ...] = IMAGENET_STD
+    drop_path: float = 0.0
+    attn_impl: str = "auto"
+
+    def validate(self, prefix: str = "model") -> None:
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ConfigError(f"{prefix}.mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        sizes = to_pair(self.img_size)
+        if min(sizes) <= 0 or self.patch_size <= 0 or any(s % self.patch_size for s in sizes):
+            raise ConfigError(f"{prefix}.img_size {list(sizes)} must be positive and divisible by "
+                              f"{prefix}.patch_size {self.patch_size}")
+        for dim, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
+            d, h = getattr(self, dim), getattr(self, heads)
+            if d <= 0 or h <= 0 or d % h or d % 4:
+                raise ConfigError(f"{prefix}.{dim}={d} must be positive, divisible by 4 and by {prefix}.{heads}={h}")
+        for name in ("pixel_mean", "pixel_std"):
+            if len(getattr(self, name)) not in (1, self.in_chans):
+                raise ConfigError(f"{prefix}.{name} needs 1 or in_chans={self.in_chans} values, "
+                                  f"got {list(getattr(self, name))}")
+        if min(self.pixel_std) <= 0:
+            raise ConfigError(f"{prefix}.pixel_std must be positive, got {list(self.pixel_std)}")
+
+
+@dataclass
+class MAEOutput(Output):
+    """pred: (N, L, p*p*C) predicted (normalised) patches; mask: (N, L), 1 = hidden."""
+
+    pred: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+
+class MAE(nn.Module):
+    """Masked autoencoder with a ViT encoder and a light ViT decoder."""
+
+    config_class = MAEConfig
+
+    def __init__(self, config: MAEConfig):
+        super().__init__()
+        config.validate()
+        self.config = c = config
+        self.patch_embed = PatchEmbed(c.img_size, c.patch_size, c.in_chans, c.embed_dim)
+        grid, length = self.patch_embed.grid_size, self.patch_embed.num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, length + 1, c.embed_dim), requires_grad=False)
+        rates = torch.linspace(0, c.drop_path, c.depth).tolist()
+        self.blocks = nn.ModuleList(Block(c.embed_dim, c.num_heads, c.mlp_ratio, drop_path=r, norm_eps=c.norm_eps,
+                                          attn_impl=c.attn_impl) for r in rates)
+        self.norm = nn.LayerNorm(c.embed_dim, eps=c.norm_eps)
+
+        self.decoder_embed = nn.Linear(c.embed_dim, c.decoder_embed_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_embed_dim))
+        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, length + 1, c.decoder_embed_dim), requires_grad=False)
+        self.decoder_blocks = nn.ModuleList(Block(c.decoder_embed_dim, c.decoder_num_heads, c.mlp_ratio,
+                                                  norm_eps=c.norm_eps, attn_impl=c.attn_impl)
+                                            for _ in range(c.decoder_depth))
+        self.decoder_norm = nn.LayerNorm(c.decoder_embed_dim, eps=c.norm_eps)
+        self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.patch_size**2 * c.in_chans)
+
+        self.register_buffer("pixel_mean", torch.tensor(c.pixel_mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(c.pixel_std).view(1, -1, 1, 1), persistent=False)
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ init
+    def reset_parameters(self) -> None:
+        """MAE's init: fixed sin-cos positions, xavier-uniform linears, N(0, 0.02) tokens."""
+        grid = self.patch_embed.grid_size
+        self.pos_embed.data.copy_(sincos_2d(self.config.embed_dim, grid, cls_token=True)[None])
+        self.decoder_pos_embed.data.copy_(sincos_2d(self.config.decoder_embed_dim, grid, cls_token=True)[None])
+        w = self.patch_embed.proj.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.normal_(self.mask_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    # ------------------------------------------------------------ helpers
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return self.patch_embed.grid_size
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images (N, C, H, W) -> model input (x - mean) / std."""
+        return (images - self.pixel_mean) / self.pixel_std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-space images (N, C, H, W) -> [0, 1] pixel space (not clamped)."""
+        return x * self.pixel_std + self.pixel_mean
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, L, p*p*C)."""
+        return patchify(x, self.config.patch_size)
+
+    def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
+        """(N, L, p*p*C) -> (N, C, H, W)."""
+        return unpatchify(patches, self.config.patch_size, self.grid_size, self.config.in_chans)
+
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images (N, C, H, W) -> regression target (N, L, p*p*C)."""
+        target = self.patchify(x)
+        if self.config.norm_pix_loss:
+            mean = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        return target
+
+    # ------------------------------------------------------------- stages
+    def forward_encoder(self, x: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None):
+        """Normalised images (N, C, H, W) -> (latent (N, 1+K, D), mask (N, L), ids_restore (N, L))."""
+        tokens = self.patch_embed(x) + self.pos_embed[:, 1:, :]
+        masked = random_masking(tokens, mask_ratio, noise=noise)
+        cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
+        h = torch.cat([cls, masked.kept], dim=1)
+        for block in self.blocks:
+            h = block(h)
+        return self.norm(h), masked.mask, masked.ids_restore
+
+    def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        """latent (N, 1+K, D), ids_restore (N, L) -> predicted patches (N, L, p*p*C)."""
+        h = self.decoder_embed(latent)
+        n, length = ids_restore.shape
+        hidden = self.mask_token.expand(n, length + 1 - h.shape[1], -1)
+        patches = gather_tokens(torch.cat([h[:, 1:, :], hidden], dim=1), ids_restore)  # unshuffle
+        h = torch.cat([h[:, :1, :], patches], dim=1) + self.decoder_pos_embed
+        for block in self.decoder_blocks:
+            h = block(h)
+        return self.decoder_pred(self.decoder_norm(h))[:, 1:, :]
+
+    def forward_loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean squared error over the hidden patches only."""
+        per_patch = (pred - self.target(x)).pow(2).mean(dim=-1)  # (N, L)
+        return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
+                noise: torch.Tensor | None = None, mask_ratio: float | None = None) -> MAEOutput:
+        """images (N, C, H, W) in [0, 1]; labels are ignored (MAE is self-supervised)."""
+        ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
+        x = self.normalize(images)
+        latent, mask, ids_restore = self.forward_encoder(x, ratio, noise)
+        pred = self.forward_decoder(latent, ids_restore)
+        loss = self.forward_loss(x, pred, mask)
+        return MAEOutput(loss=loss, logs={"loss": loss.detach()}, pred=pred, mask=mask)
+
+    # ---------------------------------------------------- downstream use
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, noise: torch.Tensor | None = None,
+                    mask_ratio: float | None = None) -> dict:
+        """For pictures: images (N, C, H, W) in [0, 1] -> dict of [0, 1] images (N, C, H, W):
+        masked (hidden patches grey), reconstruction (pred, visible patches pasted back), original,
+        and `mask` (N, L). norm_pix predictions are un-normalised with each patch's true mean/var."""
+        out = self(images, noise=noise, mask_ratio=mask_ratio)
+        x = self.normalize(images)
+        pred = out.pred
+        if self.config.norm_pix_loss:
+            target = self.patchify(x)
+            pred = pred * (target.var(dim=-1, keepdim=True) + 1e-6) ** 0.5 + target.mean(dim=-1, keepdim=True)
+        hidden = out.mask.unsqueeze(-1)
+        pasted = self.patchify(x) * (1 - hidden) + pred * hidden
+        recon = self.denormalize(self.unpatchify(pasted)).clamp(0, 1)
+        mask_img = self.unpatchify(hidden.expand(-1, -1, pred.shape[-1]))
+        masked = images * (1 - mask_img) + 0.5 * mask_img
+        return {"masked": masked, "reconstruction": recon, "original": images, "mask": out.mask}
+
+    def features(self, images: torch.Tensor, pool: str = "cls") -> torch.Tensor:
+        """images (N, C, H, W) in [0, 1] -> (N, D): the unmasked encoder's normed cls token
+        (pool="cls") or the mean of its normed patch tokens (pool="mean")."""
+        latent, _, _ = self.forward_encoder(self.normalize(images), 0.0)
+        if pool == "cls":
+            return latent[:, 0]
+        if pool == "mean":
+            return latent[:, 1:].mean(dim=1)
+        raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+
+
+# ------------------------------------------------------------------ presets
+# Paper recipes (ImageNet-1k, 224 px; point data.name at an ImageNet train folder) and CPU presets.
+def paper_recipe(embed_dim, depth, num_heads, patch_size):
+    """The MAE paper's ImageNet recipe: 800 epochs at batch 4096 (1.28M images), 40 warmup epochs."""
+    steps_per_epoch = 1_281_167 // 4096
+    return {
+        "method": "mae",
+        "model": {"img_size": 224, "patch_size": patch_size, "in_chans": 3, "embed_dim": embed_dim,
+                  "depth": depth, "num_heads": num_heads, "decoder_embed_dim": 512, "decoder_depth": 8,
+                  "decoder_num_heads": 16, "norm_pix_loss": True, "mask_ratio": 0.75},
+        "data": {"name": "imagenet/train", "image_size": 224, "crop_scale": [0.2, 1.0], "num_workers": 8},
+        "optim": {"blr": 1.5e-4, "weight_decay": 0.05, "betas": [0.9, 0.95], "warmup_steps": 40 * steps_per_epoch},
+        "train": {"steps": 800 * steps_per_epoch, "batch_size": 64, "accum_steps": 64, "ckpt_every": 5000},
+    }
+
+
+def cpu_recipe(steps: int, **model):
+    """A grey 28 px MAE for Fashion-MNIST on a laptop CPU (patch 4 -> 7x7 = 49 patches)."""
+    base = {"img_size": 28, "patch_size": 4, "in_chans": 1, "embed_dim": 192, "depth": 6, "num_heads": 3,
+            "decoder_embed_dim": 128, "decoder_depth": 2, "decoder_num_heads": 4, "norm_pix_loss": True,
+            "mask_ratio": 0.75, "pixel_mean": [0.2860], "pixel_std": [0.3530]}
+    base.update(model)
+    return {
+        "method": "mae",
+        "model": base,
+        "data": {"name": "fashion-mnist", "image_size": 28, "crop_scale": [0.2, 1.0]},
+        "optim": {"blr": 1.5e-4, "weight_decay": 0.05, "betas": [0.9, 0.95], "warmup_steps": steps // 20},
+        "train": {"steps": steps, "batch_size": 256, "ckpt_every": max(steps // 4, 1), "picture_every": max(steps // 4, 1)},
+    }
+
+
+PRESETS = {
+    "mae_vit_base_patch16": paper_recipe(768, 12, 12, 16),
+    "mae_vit_large_patch16": paper_recipe(1024, 24, 16, 16),
+    "mae_vit_huge_patch14": paper_recipe(1280, 32, 16, 14),
+    "mae_tiny_fmnist": cpu_recipe(2000),
+    "mae_micro_fmnist": cpu_recipe(300, embed_dim=96, depth=4, num_heads=3, decoder_embed_dim=64,
+                                   decoder_depth=1, decoder_num_heads=4),
+}

@@ -1,0 +1,13 @@
+"""Floor 1: building blocks with no opinion about training."""
+from .attention import Attention, plain_attention
+from .block import Block
+from .drop_path import DropPath
+from .layer_scale import LayerScale
+from .masking import MaskedSequence, gather_tokens, random_masking
+from .mlp import Mlp
+from .patch_embed import PatchEmbed, patchify, to_pair, unpatchify
+from .pos_embed import sincos_1d, sincos_2d
+
+__all__ = ["Attention", "plain_attention", "Block", "DropPath", "LayerScale", "MaskedSequence",
+           "gather_tokens", "random_masking", "Mlp", "PatchEmbed", "patchify", "to_pair",
+           "unpatchify", "sincos_1d", "sincos_2d"]
