@@ -22,7 +22,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass
 class MAEConfig:
     """Architecture and objective of an MAE. Images enter in [0, 1] and are normalised with
-    pixel_mean / pixel_std (one value per channel, or one value for all)."""
+    pixel_mean / pixel_std (one value per channel, or one value for all; empty = ImageNet's
+    statistics for 3 channels, 0.5 / 0.5 otherwise)."""
 
     img_size: int | tuple[int, int] = 224
     patch_size: int = 16
@@ -37,8 +38,8 @@ class MAEConfig:
     norm_eps: float = 1e-6
     mask_ratio: float = 0.75
     norm_pix_loss: bool = False
-    pixel_mean: tuple[float, ...] = IMAGENET_MEAN
-    pixel_std: tuple[float, ...] = IMAGENET_STD
+    pixel_mean: tuple[float, ...] = ()
+    pixel_std: tuple[float, ...] = ()
     drop_path: float = 0.0
     attn_impl: str = "auto"
 
@@ -54,11 +55,20 @@ class MAEConfig:
             if d <= 0 or h <= 0 or d % h or d % 4:
                 raise ConfigError(f"{prefix}.{dim}={d} must be positive, divisible by 4 and by {prefix}.{heads}={h}")
         for name in ("pixel_mean", "pixel_std"):
-            if len(getattr(self, name)) not in (1, self.in_chans):
+            if len(getattr(self, name)) not in (0, 1, self.in_chans):
                 raise ConfigError(f"{prefix}.{name} needs 1 or in_chans={self.in_chans} values, "
                                   f"got {list(getattr(self, name))}")
-        if min(self.pixel_std) <= 0:
+        if self.pixel_std and min(self.pixel_std) <= 0:
             raise ConfigError(f"{prefix}.pixel_std must be positive, got {list(self.pixel_std)}")
+
+
+def pixel_statistics(config) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) a model normalises its [0, 1] input with; defaults as MAEConfig says."""
+    if config.in_chans == 3:
+        default_mean, default_std = IMAGENET_MEAN, IMAGENET_STD
+    else:
+        default_mean, default_std = (0.5,) * config.in_chans, (0.5,) * config.in_chans
+    return tuple(config.pixel_mean) or default_mean, tuple(config.pixel_std) or default_std
 
 
 @dataclass
@@ -96,8 +106,9 @@ class MAE(nn.Module):
         self.decoder_norm = nn.LayerNorm(c.decoder_embed_dim, eps=c.norm_eps)
         self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.patch_size**2 * c.in_chans)
 
-        self.register_buffer("pixel_mean", torch.tensor(c.pixel_mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(c.pixel_std).view(1, -1, 1, 1), persistent=False)
+        mean, std = pixel_statistics(c)
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.reset_parameters()
 
     # ------------------------------------------------------------------ init

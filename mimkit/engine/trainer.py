@@ -1,0 +1,157 @@
+"""One Trainer for every method: any nn.Module whose forward(**batch) returns an Output(loss, logs).
+
+    trainer = Trainer(model, run_config, dataset, augment=augment)
+    trainer.fit()              # or fit(resume=True) to continue from RUN/checkpoints/latest
+
+It owns the optimiser (AdamW, MAE param groups, lr = blr * effective batch / 256), the per-step
+warmup + half-cosine schedule, gradient accumulation and clipping, device and bf16 autocast,
+seeding, atomic checkpoints with everything needed for an exact resume, CSV/TensorBoard logs, a
+progress bar and periodic callbacks.
+"""
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import RunConfig, to_dict
+from ..errors import MimkitError
+from .checkpoint import latest_checkpoint, load_trainer_state, load_weights, save_checkpoint
+from .device import autocast, pick_device
+from .optim import build_adamw, scaled_lr, warmup_cosine
+from .rng import rng_state, seed_everything, set_rng_state
+from .run_log import RunLog
+
+
+class Trainer:
+    """Trains `model` on batches drawn from `dataset` as `config.train` / `config.optim` say.
+
+    model: nn.Module with forward(**batch) -> Output; dataset: items {"images", "labels"}.
+    augment: optional callable on the image batch (N, C, H, W), applied on the training device.
+    callbacks: callables `callback(trainer, step)` run after each optimiser step.
+    """
+
+    def __init__(self, model: torch.nn.Module, config: RunConfig, dataset, augment: Callable | None = None,
+                 callbacks: tuple = ()):
+        from ..data import ResumableLoader
+
+        self.config = config
+        self.tc, self.oc = config.train, config.optim
+        self.run_dir = Path(self.tc.out_dir)
+        if self.tc.threads:
+            torch.set_num_threads(self.tc.threads)
+        seed_everything(self.tc.seed)
+        self.device = pick_device(self.tc.device)
+        self.model = model.to(self.device)
+        self.augment = augment
+        self.callbacks = list(callbacks)
+        self.effective_batch = self.tc.batch_size * self.tc.accum_steps
+        self.peak_lr = self.oc.lr or scaled_lr(self.oc.blr, self.effective_batch)
+        self.optimizer = build_adamw(self.model, self.peak_lr, self.oc.weight_decay, self.oc.betas, self.oc.eps)
+        self.loader = ResumableLoader(dataset, self.tc.batch_size, seed=self.tc.seed, num_workers=config.data.num_workers)
+        self.step = 0
+        self.forward = torch.compile(self.model) if self.tc.compile else self.model
+
+    # ------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Everything besides the weights that an exact resume needs."""
+        return {"step": self.step, "optimizer": self.optimizer.state_dict(), "loader": self.loader.state_dict(),
+                "rng": rng_state(), "peak_lr": self.peak_lr}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.loader.load_state_dict(state["loader"])
+        set_rng_state(state["rng"])
+
+    def save(self) -> Path:
+        return save_checkpoint(self.run_dir, self.step, self.model, to_dict(self.config), self.state_dict(),
+                               keep=self.tc.keep_checkpoints)
+
+    def resume(self) -> bool:
+        """Load RUN/checkpoints/latest if there is one; returns whether it did."""
+        ckpt = latest_checkpoint(self.run_dir)
+        if ckpt is None:
+            return False
+        load_weights(self.model, ckpt)
+        self.load_state_dict(load_trainer_state(ckpt))
+        return True
+
+    # ------------------------------------------------------------- loop
+    def lr_at(self, step: int) -> float:
+        return warmup_cosine(step, self.tc.steps, self.oc.warmup_steps, self.peak_lr, self.oc.min_lr)
+
+    def next_batch(self) -> dict:
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in next(self.loader).items()}
+        if self.augment is not None:
+            batch["images"] = self.augment(batch["images"])
+        return batch
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One optimiser step over accum_steps micro-batches; returns the step's mean logs."""
+        lr = self.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        totals: dict[str, torch.Tensor] = {}
+        for _ in range(self.tc.accum_steps):
+            batch = self.next_batch()
+            with autocast(self.device, self.tc.precision):
+                out = self.forward(**batch)
+            if not torch.isfinite(out.loss):
+                raise MimkitError(f"non-finite loss {out.loss.item()} at step {self.step}; last good checkpoint: "
+                                  f"{latest_checkpoint(self.run_dir) or 'none'}. Lower optim.blr or check the data.")
+            (out.loss / self.tc.accum_steps).backward()
+            for key, value in out.logs.items():
+                totals[key] = totals.get(key, 0.0) + torch.as_tensor(value, dtype=torch.float32).detach()
+        if self.oc.clip_grad > 0:
+            totals["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.oc.clip_grad)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        logs = {k: v / self.tc.accum_steps if k != "grad_norm" else v for k, v in totals.items()}
+        logs["lr"] = torch.tensor(lr)
+        return logs
+
+    def fit(self, resume: bool = False, stop_at: int | None = None) -> dict[str, float]:
+        """Train until config.train.steps (or `stop_at`, checkpointing there). Returns the last logs."""
+        resumed = self.resume() if resume else False
+        end = min(self.tc.steps, stop_at) if stop_at is not None else self.tc.steps
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log = RunLog(self.run_dir, resume_step=self.step if resumed else None)
+        self.model.train()
+        bar = tqdm(total=end, initial=self.step, desc=f"train {self.config.method}", disable=not self.tc.progress,
+                   dynamic_ncols=True, unit="step")
+        window: dict[str, torch.Tensor] = {}
+        window_steps, window_start, last = 0, time.perf_counter(), {}
+        try:
+            while self.step < end:
+                logs = self.train_step()
+                self.step += 1
+                window_steps += 1
+                for key, value in logs.items():
+                    window[key] = window.get(key, 0.0) + value
+                if self.step % max(self.tc.log_every, 1) == 0 or self.step == end:
+                    elapsed = time.perf_counter() - window_start
+                    last = {k: float(v) / window_steps for k, v in window.items()}
+                    last["images_per_s"] = window_steps * self.effective_batch / max(elapsed, 1e-9)
+                    skipped = getattr(self.loader, "skipped", 0)
+                    if skipped:
+                        last["skipped_images"] = skipped
+                    log.log(self.step, last)
+                    bar.set_postfix(loss=f"{last.get('loss', math.nan):.4f}", lr=f"{last['lr']:.2e}",
+                                    img_s=f"{last['images_per_s']:.0f}")
+                    window, window_steps, window_start = {}, 0, time.perf_counter()
+                bar.update(1)
+                if self.tc.ckpt_every and self.step % self.tc.ckpt_every == 0 or self.step == end:
+                    self.save()
+                if self.callbacks:
+                    # callbacks draw their own randomness: training must not depend on them
+                    devices = [self.device] if self.device.type == "cuda" else []
+                    with torch.random.fork_rng(devices=devices):
+                        for callback in self.callbacks:
+                            callback(self, self.step)
+        finally:
+            bar.close()
+            log.close()
+        return last

@@ -1,0 +1,5 @@
+"""Pictures: image grids for reconstructions, samples and inpaintings."""
+from .grid import image_grid, save_grid
+from .reconstruction import ReconstructionCallback, reconstruction_grid
+
+__all__ = ["image_grid", "save_grid", "ReconstructionCallback", "reconstruction_grid"]
