@@ -1,6 +1,8 @@
 """The data section of a run configuration."""
 from dataclasses import dataclass
 
+from ..errors import ConfigError
+
 
 @dataclass
 class DataConfig:
@@ -12,6 +14,7 @@ class DataConfig:
     split: "train" or "test" for the built-ins; ignored for paths.
     image_size: side in pixels every image is resized to before augmentation.
     crop_scale / hflip / augment: RandomResizedCrop(scale) + horizontal flip, batched on tensors.
+    crop_ratio: aspect-ratio range (width / height) of the RandomResizedCrop boxes.
     on_error: "raise" (stop naming the file) or "skip" (skip unreadable images and count them).
     limit: use only the first `limit` images (0 = all).
     num_workers: DataLoader workers for decoded-on-the-fly sources (folders).
@@ -27,3 +30,24 @@ class DataConfig:
     on_error: str = "raise"
     limit: int = 0
     num_workers: int = 0
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+    def validate(self, prefix: str = "data") -> None:
+        if not self.name:
+            raise ConfigError(f"{prefix}.name is empty; give fashion-mnist, digits, "
+                              "or a folder / .npy / .npz / IDX path")
+        if self.split not in ("train", "test"):
+            raise ConfigError(f"{prefix}.split must be train or test, got {self.split!r}")
+        if self.image_size <= 0:
+            raise ConfigError(f"{prefix}.image_size must be positive, got {self.image_size}")
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ConfigError(f"{prefix}.crop_scale must satisfy 0 < min <= max <= 1, got {list(self.crop_scale)}")
+        lo, hi = self.crop_ratio
+        if not 0 < lo <= hi:
+            raise ConfigError(f"{prefix}.crop_ratio must satisfy 0 < min <= max, got {list(self.crop_ratio)}")
+        if self.on_error not in ("raise", "skip"):
+            raise ConfigError(f"{prefix}.on_error must be raise or skip, got {self.on_error!r}")
+        for name in ("limit", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{prefix}.{name} must be >= 0, got {getattr(self, name)}")

@@ -135,7 +135,7 @@ class Trainer:
                     elapsed = time.perf_counter() - window_start
                     last = {k: float(v) / window_steps for k, v in window.items()}
                     last["images_per_s"] = window_steps * self.effective_batch / max(elapsed, 1e-9)
-                    skipped = getattr(self.loader, "skipped", 0)
+                    skipped = self.loader.skipped_count
                     if skipped:
                         last["skipped_images"] = skipped
                     log.log(self.step, last)

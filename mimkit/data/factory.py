@@ -1,0 +1,49 @@
+"""build_dataset: a DataConfig -> the dataset it names (built-in, folder, array or IDX file)."""
+from pathlib import Path
+
+from ..errors import DataError
+from .arrays import load_array_file
+from .builtins import DIGITS_CLASSES, FASHION_MNIST_CLASSES, load_digits, load_fashion_mnist
+from .config import DataConfig
+from .folder import ImageFolder
+from .idx import has_idx_header, load_idx_images
+from .memory import InMemoryDataset
+
+BUILTINS = ("fashion-mnist", "digits")
+CHOICES = "fashion-mnist, digits, or a path to an image folder, a .npy/.npz file or an IDX file (.gz allowed)"
+
+
+def build_dataset(cfg: DataConfig, channels: int, split: str | None = None) -> InMemoryDataset | ImageFolder:
+    """The dataset of `cfg.name` with items {"images": float32 (channels, S, S), "labels": int64 0-d}.
+
+    split: "train" / "test" for the built-ins (default cfg.split); ignored for paths.
+    cfg.limit keeps the first `limit` images. Errors name the valid choices.
+    """
+    cfg.validate("data")
+    split = split or cfg.split
+    name = cfg.name
+    classes = None
+    if name == "fashion-mnist":
+        images, labels = load_fashion_mnist(cfg.root, split)
+        classes = FASHION_MNIST_CLASSES
+    elif name == "digits":
+        images, labels = load_digits(split)
+        classes = DIGITS_CLASSES
+    else:
+        path = Path(name).expanduser()
+        if path.is_dir():
+            return ImageFolder(path, channels, cfg.image_size, cfg.on_error, cfg.limit)
+        if not path.is_file():
+            raise DataError(f"data.name {name!r} is neither a built-in dataset nor an existing path; "
+                            f"choose {CHOICES}")
+        if path.suffix.lower() in (".npy", ".npz"):
+            images, labels = load_array_file(path)
+        elif has_idx_header(path):
+            images, labels = load_idx_images(path)
+        else:
+            raise DataError(f"data.name {name!r}: cannot tell what the file holds (not .npy/.npz, no IDX header); "
+                            f"choose {CHOICES}")
+    if cfg.limit:  # copies, so the full arrays can be freed
+        images = images[: cfg.limit].clone()
+        labels = labels[: cfg.limit].clone() if labels is not None else None
+    return InMemoryDataset(images, labels, cfg.image_size, channels, classes, source=name)

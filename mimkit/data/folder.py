@@ -1,0 +1,76 @@
+"""A folder of image files, decoded on the fly: with class sub-folders or flat (unlabelled)."""
+import os
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import ConfigError, DataError
+from .collate import SkippedItem
+from .decode import decode_image
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+                    ".ppm", ".pgm", ".pbm", ".pnm")
+
+
+def scan_images(root: Path) -> list[Path]:
+    """Image files under `root`, recursively, sorted; hidden files/folders (".x", "._x") ignored."""
+    found = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        found += [Path(folder) / n for n in names
+                  if not n.startswith(".") and n.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(found)
+
+
+class ImageFolder(Dataset):
+    """Images under `root`, recursively.
+
+    Labels: when every image lies inside a sub-folder of `root`, the first-level sub-folder is
+    the class (classes sorted by name, labels 0..K-1); when any image sits directly in `root`,
+    the folder is unlabelled and every label is -1 (pretraining needs no labels).
+    Items: {"images": float32 (channels, image_size, image_size) in [0, 1], "labels": int64 0-d}.
+    on_error: "raise" -> DataError naming an unreadable file; "skip" -> the item is a SkippedItem,
+    which collate_skipping drops and ResumableLoader counts.
+    limit: keep only the first `limit` files in sorted order (0 = all).
+    """
+
+    def __init__(self, root: str | os.PathLike, channels: int, image_size: int, on_error: str = "raise",
+                 limit: int = 0):
+        if on_error not in ("raise", "skip"):
+            raise ConfigError(f"on_error must be raise or skip, got {on_error!r}")
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise DataError(f"image folder {self.root} does not exist")
+        files = scan_images(self.root)
+        if not files:
+            raise DataError(f"image folder {self.root} holds no images (looked recursively for "
+                            f"{', '.join(IMAGE_EXTENSIONS)})")
+        parts = [f.relative_to(self.root).parts for f in files]
+        if all(len(p) > 1 for p in parts):
+            self.classes = sorted({p[0] for p in parts})
+            index = {name: i for i, name in enumerate(self.classes)}
+            labels = [index[p[0]] for p in parts]
+        else:
+            self.classes = None
+            labels = [-1] * len(files)
+        keep = limit or len(files)
+        self.files, self.labels = [str(f) for f in files[:keep]], labels[:keep]
+        self.channels, self.image_size, self.on_error = channels, image_size, on_error
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor] | SkippedItem:
+        path = self.files[index]
+        try:
+            image = decode_image(path, self.channels, self.image_size)
+        except DataError:
+            raise
+        except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+            if self.on_error == "skip":
+                return SkippedItem(path)
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise DataError(f"cannot read image {path}: {reason}; fix or delete it, "
+                            "or set data.on_error=skip to skip unreadable files") from None
+        return {"images": image, "labels": torch.tensor(self.labels[index], dtype=torch.long)}

@@ -1,0 +1,106 @@
+"""An infinite, resumable batch iterator over epochs, shardable across ranks."""
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import DataError
+from .collate import collate_skipping
+
+
+def epoch_permutation(size: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of epoch `epoch`: randperm from a Generator seeded with (seed, epoch)."""
+    generator = torch.Generator()
+    generator.manual_seed(((seed & 0xFFFFFFFF) << 32) | (epoch & 0xFFFFFFFF))
+    return torch.randperm(size, generator=generator)
+
+
+class ResumableLoader:
+    """Yields batch dicts ({"images": (B, C, S, S), "labels": (B,)}) forever, epoch after epoch.
+
+    Epoch e visits the dataset in `epoch_permutation(len, seed, e)` order (its own generator, so
+    the global RNG is untouched). With world_size > 1 the permutation is cut to a multiple of
+    world_size and rank r takes every world_size-th index from r on, so ranks never overlap and
+    all have the same number of batches. drop_last=False keeps a short last batch per epoch.
+
+    state_dict() = {"epoch", "position"} (batches already yielded in that epoch);
+    load_state_dict() makes the next batches exactly those the uninterrupted loader would yield.
+
+    Datasets with `get_batch(indices)` (in memory) are indexed directly in this process; others go
+    through a DataLoader (num_workers workers) whose batch sampler starts at the saved position.
+    Unreadable images skipped by the dataset (SkippedItem) are dropped from their batch, which is
+    then shorter (a batch with nothing left is passed over); `skipped_count` counts them and
+    `skipped_paths` lists each distinct path once, in the order first met.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int = 0, drop_last: bool = True,
+                 num_workers: int = 0, rank: int = 0, world_size: int = 1):
+        if batch_size <= 0 or not 0 <= rank < world_size:
+            raise ValueError(f"need batch_size > 0 and 0 <= rank < world_size, got {batch_size}, {rank}, {world_size}")
+        self.dataset, self.batch_size, self.seed, self.drop_last = dataset, batch_size, seed, drop_last
+        self.num_workers, self.rank, self.world_size = num_workers, rank, world_size
+        self.per_rank = len(dataset) // world_size
+        if self.batches_per_epoch == 0:
+            raise DataError(f"the dataset has {len(dataset)} images, too few for one batch of {batch_size} "
+                            f"on each of {world_size} process(es); lower train.batch_size or add data")
+        self.epoch, self.position = 0, 0
+        self.skipped_count = 0
+        self.skipped_paths: list[str] = []
+        self._seen_skipped: set[str] = set()
+        self._batches = None  # iterator over the rest of the current epoch
+        self._empty_run = 0  # consecutive batches whose every item was skipped
+
+    @property
+    def batches_per_epoch(self) -> int:
+        full, rest = divmod(self.per_rank, self.batch_size)
+        return full + (rest > 0 and not self.drop_last)
+
+    def epoch_batches(self, epoch: int) -> list[torch.Tensor]:
+        """This rank's index batches of `epoch`, each a LongTensor (B,)."""
+        order = epoch_permutation(len(self.dataset), self.seed, epoch)
+        mine = order[: self.per_rank * self.world_size][self.rank::self.world_size]
+        return list(mine.split(self.batch_size))[: self.batches_per_epoch]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        if self.position >= self.batches_per_epoch:  # saved right at the end of an epoch
+            self.epoch, self.position = self.epoch + self.position // self.batches_per_epoch, 0
+        self._batches = None
+
+    def __iter__(self) -> "ResumableLoader":
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        while True:
+            if self._batches is None:
+                self._batches = self.open_epoch()
+            batch = next(self._batches)
+            self.position += 1
+            if self.position == self.batches_per_epoch:
+                self.epoch, self.position, self._batches = self.epoch + 1, 0, None
+            if batch is not None:
+                self._empty_run = 0
+                return batch
+            self._empty_run += 1
+            if self._empty_run >= self.batches_per_epoch:  # a whole epoch of skipped files
+                raise DataError(f"every image was skipped as unreadable ({len(self.skipped_paths)} files, "
+                                f"e.g. {self.skipped_paths[0]}); check the data")
+
+    def open_epoch(self):
+        """An iterator over the current epoch's batches from `position` on (None for an all-skipped batch)."""
+        batches = self.epoch_batches(self.epoch)[self.position:]
+        get_batch = getattr(self.dataset, "get_batch", None)
+        if get_batch is not None:
+            return (get_batch(indices) for indices in batches)
+        loader = DataLoader(self.dataset, batch_sampler=[b.tolist() for b in batches],
+                            num_workers=self.num_workers, collate_fn=collate_skipping)
+        return (self.count_skipped(*pair) for pair in loader)
+
+    def count_skipped(self, batch: dict[str, torch.Tensor] | None, skipped: list[str]):
+        self.skipped_count += len(skipped)
+        for path in skipped:
+            if path not in self._seen_skipped:
+                self._seen_skipped.add(path)
+                self.skipped_paths.append(path)
+        return batch
