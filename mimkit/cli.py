@@ -69,21 +69,23 @@ def cmd_reconstruct(args) -> None:
 
 
 def cmd_eval(args) -> None:
+    import torch
+
     from .engine.checkpoint import load_model
-    from .eval import format_probe_table, probe_pretrained_vs_random
+    from .eval import compare_with_random_init, format_comparison_table
     from .methods import build_model
 
     model, config = load_model(args.checkpoint)
     train_set = load_eval_data(args, model, config, "train")
     test_set = load_eval_data(args, model, config, "test")
-    import torch
-
     torch.manual_seed(args.seed)
     random_model = build_model(config.method, config.model).eval()
     probes = ("linear", "knn") if args.protocol == "probes" else (args.protocol,)
-    rows = probe_pretrained_vs_random(model, random_model, train_set, test_set, pool=args.pool, probes=probes,
-                                      batch_size=args.batch_size, seed=args.seed)
-    print(format_probe_table(rows, method=config.method, pool=args.pool))
+    pools = ("cls", "mean") if args.pool == "both" else (args.pool,)
+    rows = compare_with_random_init(model, random_model, train_set, test_set, method=config.method, pools=pools,
+                                    batch_size=args.batch_size, probes=probes,
+                                    linear_kwargs={"seed": args.seed})
+    print(format_comparison_table(rows))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "pretrained encoder next to the same architecture at random init.")
     p.add_argument("protocol", choices=["linear", "knn", "probes"], help="probes = linear and knn")
     data_args(p)
-    p.add_argument("--pool", choices=["cls", "mean"], default="cls", help="feature: cls token or mean of patches")
+    p.add_argument("--pool", choices=["cls", "mean", "both"], default="cls",
+                   help="feature: cls token, mean of patch tokens, or both (one row each)")
     p.add_argument("--batch-size", type=int, default=512)
     p.set_defaults(func=cmd_eval)
     return parser

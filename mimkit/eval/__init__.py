@@ -1,0 +1,22 @@
+"""Floor 5, evaluation of frozen representations: linear probe (MAE) and weighted k-NN (DINO),
+on features extracted once from any model with `features(images, pool) -> (N, D)`, and the
+side-by-side comparison of a pretrained model with its random-init twin."""
+from .features import extract_features
+from .knn import KNNResult, knn_accuracy, knn_scores
+from .linprobe import LinearProbeHead, LinearProbeResult, linear_probe
+from .report import ProbeComparison, ProbeReport, compare_with_random_init, format_comparison_table, probe_model
+
+__all__ = [
+    "extract_features",
+    "KNNResult",
+    "knn_accuracy",
+    "knn_scores",
+    "LinearProbeHead",
+    "LinearProbeResult",
+    "linear_probe",
+    "ProbeComparison",
+    "ProbeReport",
+    "compare_with_random_init",
+    "format_comparison_table",
+    "probe_model",
+]

@@ -1,0 +1,101 @@
+"""Frozen features of a whole labelled dataset: the input of the linear and k-NN probes.
+
+The model is only asked for `features(images, pool) -> (N, D)`; it runs in eval mode under
+no_grad and every submodule's train/eval flag is restored afterwards.
+"""
+import itertools
+import math
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..errors import DataError
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); CPU for a model with neither."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def labelled_batches(dataset, batch_size: int, num_workers: int = 0):
+    """Yield {"images": (B, C, H, W), "labels": (B,)} batches in dataset order.
+
+    In-memory datasets with `get_batch(indices)` are sliced directly (no per-item collation);
+    any other map-style dataset of {"images", "labels"} dicts goes through a DataLoader.
+    """
+    if hasattr(dataset, "get_batch"):
+        n = len(dataset)
+        for start in range(0, n, batch_size):
+            yield dataset.get_batch(torch.arange(start, min(start + batch_size, n)))
+    else:
+        yield from DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+def _check_batch(batch, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(batch, dict) or "images" not in batch:
+        raise DataError(f"{what} must yield dicts with 'images' and 'labels'; got {type(batch).__name__}")
+    labels = batch.get("labels")
+    if labels is None:
+        raise DataError(f"{what} has no 'labels'; the probes need a labelled train and test split "
+                        f"(an unlabelled folder can be pretrained on but not probed)")
+    labels = torch.as_tensor(labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise DataError(f"{what} labels must be integer class ids, got dtype {labels.dtype}")
+    return batch["images"], labels.reshape(-1).long()
+
+
+def extract_features(model: nn.Module, dataset, batch_size: int = 512, device=None, pool: str = "cls",
+                     progress: bool = True, num_workers: int = 0,
+                     desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
+    """Run `model.features(images, pool)` over a labelled dataset, in dataset order.
+
+    Args:
+        model: nn.Module with `features(images (B, C, H, W) in [0, 1], pool) -> (B, D)`.
+        dataset: items {"images": (C, H, W) float [0, 1], "labels": int64 0-d}; `get_batch`
+            is used when present, else a DataLoader.
+        batch_size: images per forward pass.
+        device: where the model runs; default the model's own device. The model is NOT moved:
+            pass a device only when the model already lives there.
+        pool: "cls" or "mean" (passed through to `model.features`).
+        progress: show a tqdm bar over batches.
+        num_workers: DataLoader workers (ignored for `get_batch` datasets).
+
+    Returns:
+        feats: (N, D) float32 on CPU; labels: (N,) int64 on CPU.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if not hasattr(model, "features"):
+        raise TypeError(f"{type(model).__name__} has no features(images, pool) method; it cannot be probed")
+    device = model_device(model) if device is None else torch.device(device)
+    try:
+        total = math.ceil(len(dataset) / batch_size)
+    except TypeError:
+        total = None
+    if total == 0:
+        raise DataError("the dataset to probe is empty")
+
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    feats, labels = [], []
+    try:
+        with torch.no_grad():
+            batches = labelled_batches(dataset, batch_size, num_workers)
+            for batch in tqdm(batches, total=total, desc=desc, disable=not progress, leave=False):
+                images, y = _check_batch(batch, "the dataset to probe")
+                f = model.features(images.to(device, non_blocking=True), pool=pool)
+                if f.ndim != 2 or f.shape[0] != images.shape[0]:
+                    raise ValueError(f"{type(model).__name__}.features returned shape {tuple(f.shape)}; "
+                                     f"expected ({images.shape[0]}, D) for a batch of {images.shape[0]}")
+                feats.append(f.float().cpu())
+                labels.append(y.cpu())
+    finally:
+        for module, training in flags:
+            module.training = training
+    if not feats:
+        raise DataError("the dataset to probe is empty")
+    return torch.cat(feats), torch.cat(labels)
