@@ -1,0 +1,33 @@
+"""`mimkit eval linear|knn|probes CKPT`: frozen-feature probes, pretrained vs random init."""
+from .checkpoint_data import add_checkpoint_data_args, load_eval_data
+
+
+def run(args) -> None:
+    import torch
+
+    from ..engine.checkpoint import load_model
+    from ..eval import compare_with_random_init, format_comparison_table
+    from ..methods import build_model
+
+    model, config = load_model(args.checkpoint)
+    train_set = load_eval_data(args, config, "train")
+    test_set = load_eval_data(args, config, "test")
+    torch.manual_seed(args.seed)
+    random_model = build_model(config.method, config.model).eval()
+    probes = ("linear", "knn") if args.protocol == "probes" else (args.protocol,)
+    pools = ("cls", "mean") if args.pool == "both" else (args.pool,)
+    rows = compare_with_random_init(model, random_model, train_set, test_set, method=config.method, pools=pools,
+                                    batch_size=args.batch_size, probes=probes, linear_kwargs={"seed": args.seed})
+    print(format_comparison_table(rows))
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="linear probe / k-NN of a pretrained encoder vs random init",
+                       description="Frozen-feature evaluation on the train/test splits. Prints top-1 of the "
+                                   "pretrained encoder next to the same architecture at random init.")
+    p.add_argument("protocol", choices=["linear", "knn", "probes"], help="probes = linear and knn")
+    add_checkpoint_data_args(p)
+    p.add_argument("--pool", choices=["cls", "mean", "both"], default="cls",
+                   help="feature: cls token, mean of patch tokens, or both (one row each)")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.set_defaults(func=run)

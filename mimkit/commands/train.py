@@ -1,0 +1,24 @@
+"""`mimkit train PRESET_OR_YAML [key=value ...]`: pretrain a model."""
+
+
+def run(args) -> None:
+    from ..config import load_config
+    from ..train import train
+
+    overrides = list(args.overrides)
+    if args.out:
+        overrides.append(f"train.out_dir={args.out}")
+    config = load_config(args.config, overrides)
+    run_dir = train(config, resume=args.resume)
+    print(f"checkpoints, log.csv and pictures in {run_dir}")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="pretrain a model from a preset or YAML file",
+                       description="Pretrain from a preset name (see `mimkit presets`) or a YAML file, with "
+                                   "key=value overrides such as train.steps=500 optim.blr=1e-3 data.name=digits.")
+    p.add_argument("config", help="preset name or path to a .yaml config")
+    p.add_argument("overrides", nargs="*", help="key=value overrides (sections: model, data, optim, train)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument("--out", help="run folder (same as train.out_dir=...)")
+    p.set_defaults(func=run)
