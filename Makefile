@@ -8,6 +8,9 @@ TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 DEMO_DIR ?= runs/demo
+# The CPU torch wheel lies in /opt/wheels on our machines; let pip find it even when the
+# environment does not say so (otherwise torch==2.13.0 would come from PyPI as a CUDA build).
+export PIP_FIND_LINKS := $(or $(PIP_FIND_LINKS),$(wildcard /opt/wheels))
 
 .PHONY: all install data test demo bench clean
 

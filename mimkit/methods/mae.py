@@ -164,10 +164,14 @@ class MAE(nn.Module):
     # ------------------------------------------------------------- stages
     def forward_encoder(self, x: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None):
         """Normalised images (N, C, H, W) -> (latent (N, 1+K, D), mask (N, L), ids_restore (N, L))."""
-        tokens = self.patch_embed(x) + self.pos_embed[:, 1:, :]
-        masked = random_masking(tokens, mask_ratio, noise=noise)
+        # Mask the raw patches and embed only the kept ones: the same tokens as embedding all
+        # and then masking (the projection is per patch), for a quarter of the work and with no
+        # gather in the backward pass.
+        masked = random_masking(self.patch_embed.patches(x), mask_ratio, noise=noise)
+        pos = gather_tokens(self.pos_embed[:, 1:, :].expand(x.shape[0], -1, -1), masked.ids_keep)
+        tokens = self.patch_embed.embed(masked.kept) + pos  # (N, K, D)
         cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
-        h = torch.cat([cls, masked.kept], dim=1)
+        h = torch.cat([cls, tokens], dim=1)
         for block in self.blocks:
             h = block(h)
         return self.norm(h), masked.mask, masked.ids_restore
@@ -177,8 +181,9 @@ class MAE(nn.Module):
         h = self.decoder_embed(latent)
         n, length = ids_restore.shape
         hidden = self.mask_token.expand(n, length + 1 - h.shape[1], -1)
-        patches = gather_tokens(torch.cat([h[:, 1:, :], hidden], dim=1), ids_restore)  # unshuffle
-        h = torch.cat([h[:, :1, :], patches], dim=1) + self.decoder_pos_embed
+        # [cls; kept; mask tokens] -> [cls; patches in image order] in one gather (unshuffle)
+        order = torch.cat([ids_restore.new_zeros(n, 1), ids_restore + 1], dim=1)  # (N, 1+L)
+        h = gather_tokens(torch.cat([h, hidden], dim=1), order) + self.decoder_pos_embed
         for block in self.decoder_blocks:
             h = block(h)
         return self.decoder_pred(self.decoder_norm(h))[:, 1:, :]
@@ -256,7 +261,7 @@ def cpu_recipe(steps: int, **model):
         "model": base,
         "data": {"name": "fashion-mnist", "image_size": 28, "crop_scale": [0.2, 1.0]},
         "optim": {"blr": 1.5e-4, "weight_decay": 0.05, "betas": [0.9, 0.95], "warmup_steps": steps // 20},
-        "train": {"steps": steps, "batch_size": 256, "ckpt_every": max(steps // 4, 1), "picture_every": max(steps // 4, 1)},
+        "train": {"steps": steps, "batch_size": 256, "ckpt_every": 250, "picture_every": 250},
     }
 
 
@@ -265,6 +270,8 @@ PRESETS = {
     "mae_vit_large_patch16": paper_recipe(1024, 24, 16, 16),
     "mae_vit_huge_patch14": paper_recipe(1280, 32, 16, 14),
     "mae_tiny_fmnist": cpu_recipe(2000),
+    "mae_demo_fmnist": cpu_recipe(1000, embed_dim=128, depth=4, num_heads=4, decoder_embed_dim=64,
+                                  decoder_depth=2, decoder_num_heads=4),
     "mae_micro_fmnist": cpu_recipe(300, embed_dim=96, depth=4, num_heads=3, decoder_embed_dim=64,
                                    decoder_depth=1, decoder_num_heads=4),
 }

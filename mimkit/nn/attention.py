@@ -46,7 +46,10 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, length, dim = x.shape
         qkv = self.qkv(x).reshape(n, length, 3, self.num_heads, dim // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (N, H, L, d)
+        # Views of the (N, L, 3, H, d) qkv, so no copy: SDPA writes its output in q's memory
+        # layout (N, L, H, d), which makes the reshape below a view too, and in backward the
+        # stacked q/k/v gradients land directly in the (N, L, 3, H, d) layout of qkv's gradient.
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))  # each (N, H, L, d)
         drop = self.attn_drop if self.training else 0.0
         if self.use_plain(x):
             out = plain_attention(q, k, v, drop)

@@ -31,7 +31,8 @@ class PatchEmbed(nn.Module):
 
     The weight keeps the Conv2d layout `proj.weight (D, C, ph, pw)` of ViT checkpoints, but the
     projection runs as one matmul over unfolded patches, which is faster than a strided
-    convolution on CPU and identical in value.
+    convolution on CPU and identical in value. `patches` and `embed` are the two halves of
+    `forward`, so that a masked model can embed only the patches it keeps.
     """
 
     def __init__(self, img_size=224, patch_size=16, in_chans: int = 3, embed_dim: int = 768):
@@ -46,13 +47,19 @@ class PatchEmbed(nn.Module):
         self.in_chans = in_chans
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def patches(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, L, C*ph*pw), each patch flattened in the conv weight's (C, ph, pw) order."""
         n, c, h, w = images.shape
         if (h, w) != self.img_size or c != self.in_chans:
             raise ValueError(f"expected images of shape (N, {self.in_chans}, {self.img_size[0]}, "
                              f"{self.img_size[1]}), got {tuple(images.shape)}")
         ph, pw = self.patch_size
-        # (N, C, gh, ph, gw, pw) -> (N, gh, gw, C, ph, pw): the conv weight's flattening order
-        x = images.reshape(n, c, h // ph, ph, w // pw, pw).permute(0, 2, 4, 1, 3, 5)
-        x = x.reshape(n, self.num_patches, c * ph * pw)
-        return F.linear(x, self.proj.weight.reshape(self.proj.out_channels, -1), self.proj.bias)
+        x = images.reshape(n, c, h // ph, ph, w // pw, pw).permute(0, 2, 4, 1, 3, 5)  # (N, gh, gw, C, ph, pw)
+        return x.reshape(n, self.num_patches, c * ph * pw)
+
+    def embed(self, patches: torch.Tensor) -> torch.Tensor:
+        """(N, K, C*ph*pw) patches from `patches` (any subset, any order) -> (N, K, D)."""
+        return F.linear(patches, self.proj.weight.reshape(self.proj.out_channels, -1), self.proj.bias)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.patches(images))
