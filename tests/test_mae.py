@@ -68,3 +68,10 @@ def test_features_pools():
     latent, _, _ = model.forward_encoder(model.normalize(x), 0.0)
     assert torch.allclose(model.features(x, "cls"), latent[:, 0])
     assert torch.allclose(model.features(x, "mean"), latent[:, 1:].mean(1))
+
+
+def test_features_leave_the_global_rng_alone():
+    model = tiny().eval()
+    before = torch.get_rng_state()
+    model.features(torch.zeros(2, 1, 8, 8))
+    assert torch.equal(torch.get_rng_state(), before)

@@ -226,7 +226,10 @@ class MAE(nn.Module):
     def features(self, images: torch.Tensor, pool: str = "cls") -> torch.Tensor:
         """images (N, C, H, W) in [0, 1] -> (N, D): the unmasked encoder's normed cls token
         (pool="cls") or the mean of its normed patch tokens (pool="mean")."""
-        latent, _, _ = self.forward_encoder(self.normalize(images), 0.0)
+        n, length = images.shape[0], self.patch_embed.num_patches
+        in_order = torch.arange(length, device=images.device, dtype=torch.float32).expand(n, -1)
+        # increasing noise keeps every patch in image order and leaves the global RNG untouched
+        latent, _, _ = self.forward_encoder(self.normalize(images), 0.0, noise=in_order)
         if pool == "cls":
             return latent[:, 0]
         if pool == "mean":
