@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..nn import Block, PatchEmbed, gather_tokens, patchify, random_masking, sincos_2d, to_pair, unpatchify
+from ..nn import Block, Linear, PatchEmbed, gather_tokens, patchify, random_masking, sincos_2d, to_pair, unpatchify
 from .output import Output
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -97,14 +97,14 @@ class MAE(nn.Module):
                                           attn_impl=c.attn_impl) for r in rates)
         self.norm = nn.LayerNorm(c.embed_dim, eps=c.norm_eps)
 
-        self.decoder_embed = nn.Linear(c.embed_dim, c.decoder_embed_dim)
+        self.decoder_embed = Linear(c.embed_dim, c.decoder_embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_embed_dim))
         self.decoder_pos_embed = nn.Parameter(torch.zeros(1, length + 1, c.decoder_embed_dim), requires_grad=False)
         self.decoder_blocks = nn.ModuleList(Block(c.decoder_embed_dim, c.decoder_num_heads, c.mlp_ratio,
                                                   norm_eps=c.norm_eps, attn_impl=c.attn_impl)
                                             for _ in range(c.decoder_depth))
         self.decoder_norm = nn.LayerNorm(c.decoder_embed_dim, eps=c.norm_eps)
-        self.decoder_pred = nn.Linear(c.decoder_embed_dim, c.patch_size**2 * c.in_chans)
+        self.decoder_pred = Linear(c.decoder_embed_dim, c.patch_size**2 * c.in_chans)
 
         mean, std = pixel_statistics(c)
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
@@ -253,7 +253,7 @@ def paper_recipe(embed_dim, depth, num_heads, patch_size):
     }
 
 
-def cpu_recipe(steps: int, **model):
+def cpu_recipe(steps: int, batch_size: int = 256, blr: float = 1.5e-4, warmup_steps: int | None = None, **model):
     """A grey 28 px MAE for Fashion-MNIST on a laptop CPU (patch 4 -> 7x7 = 49 patches)."""
     base = {"img_size": 28, "patch_size": 4, "in_chans": 1, "embed_dim": 192, "depth": 6, "num_heads": 3,
             "decoder_embed_dim": 128, "decoder_depth": 2, "decoder_num_heads": 4, "norm_pix_loss": True,
@@ -263,8 +263,9 @@ def cpu_recipe(steps: int, **model):
         "method": "mae",
         "model": base,
         "data": {"name": "fashion-mnist", "image_size": 28, "crop_scale": [0.2, 1.0]},
-        "optim": {"blr": 1.5e-4, "weight_decay": 0.05, "betas": [0.9, 0.95], "warmup_steps": steps // 20},
-        "train": {"steps": steps, "batch_size": 256, "ckpt_every": 250, "picture_every": 250},
+        "optim": {"blr": blr, "weight_decay": 0.05, "betas": [0.9, 0.95],
+                  "warmup_steps": steps // 20 if warmup_steps is None else warmup_steps},
+        "train": {"steps": steps, "batch_size": batch_size, "ckpt_every": steps // 4, "picture_every": steps // 4},
     }
 
 
@@ -272,9 +273,11 @@ PRESETS = {
     "mae_vit_base_patch16": paper_recipe(768, 12, 12, 16),
     "mae_vit_large_patch16": paper_recipe(1024, 24, 16, 16),
     "mae_vit_huge_patch14": paper_recipe(1280, 32, 16, 14),
-    "mae_tiny_fmnist": cpu_recipe(2000),
-    "mae_demo_fmnist": cpu_recipe(1000, embed_dim=128, depth=4, num_heads=4, decoder_embed_dim=64,
-                                  decoder_depth=2, decoder_num_heads=4),
+    "mae_tiny_fmnist": cpu_recipe(2000, blr=1.5e-3),
+    # what `make demo` trains: small enough for ~4 epochs in a few CPU minutes; batch 64 because on
+    # this budget the number of updates matters more than the batch (measured: see the README)
+    "mae_demo_fmnist": cpu_recipe(4000, batch_size=64, blr=4e-3, warmup_steps=200, embed_dim=128, depth=4,
+                                  num_heads=4, decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=4),
     "mae_micro_fmnist": cpu_recipe(300, embed_dim=96, depth=4, num_heads=3, decoder_embed_dim=64,
                                    decoder_depth=1, decoder_num_heads=4),
 }
