@@ -3,11 +3,13 @@ from .attention import Attention, plain_attention
 from .block import Block
 from .drop_path import DropPath
 from .layer_scale import LayerScale
+from .linear import Linear, linear
 from .masking import MaskedSequence, gather_tokens, random_masking
 from .mlp import Mlp
 from .patch_embed import PatchEmbed, patchify, to_pair, unpatchify
 from .pos_embed import sincos_1d, sincos_2d
+from .vector_quantizer import QuantizerOutput, VectorQuantizer, kmeans
 
-__all__ = ["Attention", "plain_attention", "Block", "DropPath", "LayerScale", "MaskedSequence",
+__all__ = ["Attention", "plain_attention", "Block", "DropPath", "LayerScale", "Linear", "linear", "MaskedSequence",
            "gather_tokens", "random_masking", "Mlp", "PatchEmbed", "patchify", "to_pair",
-           "unpatchify", "sincos_1d", "sincos_2d"]
+           "unpatchify", "sincos_1d", "sincos_2d", "QuantizerOutput", "VectorQuantizer", "kmeans"]

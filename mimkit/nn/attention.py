@@ -3,6 +3,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import Linear
+
 # Below this sequence length the auto path uses plain attention on CPU. benchmarks/attention_paths.py
 # measured SDPA faster at every length from 17 to 257 (forward+backward) on this CPU, so 0.
 CPU_MATH_MAX_LEN = 0
@@ -33,9 +35,9 @@ class Attention(nn.Module):
             raise ValueError(f"attention impl must be auto, sdpa or plain, got {impl!r}")
         self.num_heads = num_heads
         self.impl = impl
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop > 0 else nn.Identity()
 
     def use_plain(self, x: torch.Tensor) -> bool:

@@ -1,7 +1,8 @@
 """Patch embedding: cut images into p x p patches and project each one linearly."""
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .linear import linear
 
 
 def to_pair(x) -> tuple[int, int]:
@@ -59,7 +60,7 @@ class PatchEmbed(nn.Module):
 
     def embed(self, patches: torch.Tensor) -> torch.Tensor:
         """(N, K, C*ph*pw) patches from `patches` (any subset, any order) -> (N, K, D)."""
-        return F.linear(patches, self.proj.weight.reshape(self.proj.out_channels, -1), self.proj.bias)
+        return linear(patches, self.proj.weight.reshape(self.proj.out_channels, -1), self.proj.bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.embed(self.patches(images))
