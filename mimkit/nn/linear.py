@@ -2,7 +2,8 @@
 
 On CPUs where PyTorch's BLAS (MKL) does not use its best kernels, e.g. AMD EPYC, oneDNN's JIT
 matmuls are faster for transformer shapes: on a 2-core EPYC the ViT-B/16 MAE train step of
-benchmarks/mae_step.py ran 1.19x faster (interleaved A/B), the ViT-Tiny one the same.
+benchmarks/mae_step.py ran 1.19x faster (interleaved A/B); the ViT-Tiny one gains only from the
+BLAS weight-gradient choice in backward (1.05x).
 Values equal F.linear's up to float32 rounding (the summation order differs). Anything else
 (CUDA, other dtypes, autocast, a PyTorch without the op) takes F.linear, as does everything when
 ONEDNN_LINEAR is False.
