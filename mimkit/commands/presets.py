@@ -1,6 +1,16 @@
 """`mimkit presets`: list the named presets."""
 
 
+def describe_model(method: str, m: dict) -> str:
+    """One line about a preset's model section (ViT methods: size, patch, width x depth; tokenizers:
+    size, downsampling, token grid, codebook)."""
+    if "channel_mult" in m:  # convolutional tokenizer
+        f = 2 ** (len(m["channel_mult"]) - 1)
+        side = m.get("img_size", 0) // f
+        return f"{m.get('img_size')}px f{f} -> {side}x{side} tokens, {m.get('codebook_size')} codes"
+    return f"{m.get('img_size')}px patch {m.get('patch_size')} dim {m.get('embed_dim')} x{m.get('depth')}"
+
+
 def run(args) -> None:
     from ..presets import all_presets
 
@@ -9,8 +19,8 @@ def run(args) -> None:
     for name in sorted(table):
         p = table[name]
         m, t = p.get("model", {}), p.get("train", {})
-        print(f"{name:<{width}}  {p['method']:<6} {m.get('img_size')}px patch {m.get('patch_size')} "
-              f"dim {m.get('embed_dim')} x{m.get('depth')}  data={p.get('data', {}).get('name')}  steps={t.get('steps')}")
+        print(f"{name:<{width}}  {p['method']:<6} {describe_model(p['method'], m)}  "
+              f"data={p.get('data', {}).get('name')}  steps={t.get('steps')}")
 
 
 def register(sub) -> None:

@@ -10,12 +10,16 @@ NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "dist_token", "relativ
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: decayed weight matrices, and undecayed 1-D params / tokens / positions."""
+    """Two AdamW groups: decayed weight matrices, and undecayed 1-D params / tokens / positions /
+    the names a model lists in its optional `no_weight_decay()` (timm's convention; e.g. a codebook)."""
+    hook = getattr(model, "no_weight_decay", None)
+    exempt = set(hook()) if callable(hook) else set()
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if param.ndim <= 1 or name.endswith(".bias") or any(n in name.split(".")[-1] for n in NO_DECAY_NAMES):
+        if (param.ndim <= 1 or name.endswith(".bias") or name in exempt
+                or any(n in name.split(".")[-1] for n in NO_DECAY_NAMES)):
             no_decay.append(param)
         else:
             decay.append(param)

@@ -17,9 +17,11 @@ class MethodEntry:
 
 def method_registry() -> dict[str, MethodEntry]:
     """name -> MethodEntry for every method mimkit knows."""
+    from ..tokenizers import vqgan
     from . import mae
 
-    return {"mae": MethodEntry(mae.MAE, mae.MAEConfig, mae.PRESETS)}
+    return {"mae": MethodEntry(mae.MAE, mae.MAEConfig, mae.PRESETS),
+            "vqgan": MethodEntry(vqgan.VQGAN, vqgan.VQGANConfig, vqgan.PRESETS)}
 
 
 def method_entry(name: str) -> MethodEntry:

@@ -1,31 +1,47 @@
-"""Reconstruction pictures: masked input | reconstruction (visible patches pasted back) | original."""
+"""Reconstruction pictures: one row per image, one column per picture a model's `reconstruct` draws
+(MAE: masked | reconstruction | original; a tokenizer: original | reconstruction)."""
+import inspect
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from ..errors import ConfigError
 from .grid import image_grid, save_grid
 
 
-def reconstruction_grid(model, images: torch.Tensor, seed: int = 0, mask_ratio: float | None = None,
-                        scale: int = 4) -> Image.Image:
-    """images (N, C, H, W) in [0, 1] -> a picture with one row per image and three columns.
+def reconstruction_columns(model, images: torch.Tensor, seed: int = 0, **options) -> dict[str, torch.Tensor]:
+    """images (N, C, H, W) in [0, 1] -> the named picture columns, in order, of
+    `model.reconstruct(images, **options)`: its entries that are (N, C, H, W) images (other
+    entries, such as MAE's mask (N, L), are not columns).
 
-    `model.reconstruct(images, noise=..., mask_ratio=...)` must return a dict with "masked",
-    "reconstruction" and "original" (N, C, H, W); the mask noise comes from `seed`, so the same
-    seed draws the same masks.
+    Options set to None are left out; an option the model's reconstruct does not take is a
+    ConfigError naming it. The model runs in eval mode under no_grad with torch's RNG seeded from
+    `seed` (and restored afterwards), so the same seed draws the same random masks.
     """
-    generator = torch.Generator().manual_seed(seed)
-    length = model.grid_size[0] * model.grid_size[1]
-    noise = torch.rand(images.shape[0], length, generator=generator).to(images.device)
+    options = {k: v for k, v in options.items() if v is not None}
+    accepted = inspect.signature(model.reconstruct).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    unknown = [k for k in options if k not in accepted and not takes_any]
+    if unknown:
+        raise ConfigError(f"{type(model).__name__}.reconstruct takes no option {unknown[0]!r}")
     was_training = model.training
     model.eval()
+    devices = [images.device] if images.device.type == "cuda" else []
     try:
-        with torch.no_grad():
-            out = model.reconstruct(images, noise=noise, mask_ratio=mask_ratio)
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            out = model.reconstruct(images, **options)
     finally:
         model.train(was_training)
-    return image_grid([out["masked"], out["reconstruction"], out["original"]], scale=scale)
+    return {name: value for name, value in out.items()
+            if isinstance(value, torch.Tensor) and value.ndim == 4 and value.shape[0] == images.shape[0]}
+
+
+def reconstruction_grid(model, images: torch.Tensor, seed: int = 0, scale: int = 4, **options) -> Image.Image:
+    """The picture of `reconstruction_columns(model, images, seed, **options)`: one row per image."""
+    columns = reconstruction_columns(model, images, seed=seed, **options)
+    return image_grid(list(columns.values()), scale=scale)
 
 
 class ReconstructionCallback:

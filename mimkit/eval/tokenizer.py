@@ -1,0 +1,66 @@
+"""Evaluation of an image tokenizer on a dataset: reconstruction PSNR and codebook usage.
+
+Works with any model that has `encode(images) -> codes (N, h, w)`, `decode(codes) -> images`
+in [0, 1] and `codebook_size` (VQGAN).
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from .features import labelled_batches, model_device
+from .psnr import psnr
+
+
+@dataclass
+class TokenizerReport:
+    """psnr: mean over images of the per-image PSNR (dB) of decode(encode(x)) vs x;
+    usage: fraction of the codebook used at least once over the dataset; perplexity:
+    exp(entropy) of the dataset's code histogram (codebook_size = perfectly even use)."""
+
+    images: int
+    psnr: float
+    usage: float
+    perplexity: float
+    codebook_size: int
+    grid_size: tuple[int, int]
+
+    def format(self) -> str:
+        h, w = self.grid_size
+        return (f"images       {self.images}\n"
+                f"tokens       {h}x{w} per image, codebook {self.codebook_size}\n"
+                f"PSNR         {self.psnr:.2f} dB\n"
+                f"usage        {100 * self.usage:.1f}% of codes ({round(self.usage * self.codebook_size)} "
+                f"of {self.codebook_size})\n"
+                f"perplexity   {self.perplexity:.1f}")
+
+
+@torch.no_grad()
+def evaluate_tokenizer(model, dataset, batch_size: int = 256, progress: bool = False) -> TokenizerReport:
+    """PSNR / codebook usage / perplexity of `model` over every image of `dataset` (in eval mode;
+    the model's train flag is restored afterwards)."""
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    counts = torch.zeros(model.codebook_size, dtype=torch.float64)
+    total_psnr, n = 0.0, 0
+    try:
+        batches = labelled_batches(dataset, batch_size)
+        for batch in tqdm(batches, total=math.ceil(len(dataset) / batch_size), disable=not progress,
+                          desc="eval tokenizer", unit="batch"):
+            images = batch["images"].to(device)
+            codes = model.encode(images)
+            recon = model.decode(codes)
+            counts += torch.bincount(codes.flatten().cpu(), minlength=model.codebook_size).double()
+            total_psnr += float(psnr(recon, images).clamp_max(100.0).sum())
+            n += images.shape[0]
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("the dataset is empty")
+    p = counts / counts.sum()
+    perplexity = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
+    return TokenizerReport(images=n, psnr=total_psnr / n, usage=float((counts > 0).double().mean()),
+                           perplexity=perplexity, codebook_size=model.codebook_size,
+                           grid_size=tuple(model.grid_size))

@@ -1,0 +1,187 @@
+"""The convolutional encoder and decoder of a VQGAN: residual blocks, single-head spatial
+attention, strided downsampling and nearest-neighbour upsampling, GroupNorm + swish.
+
+Attribute names follow taming-transformers (`conv_in`, `down.N.block.M.norm1`, `down.N.downsample.conv`,
+`mid.block_1`, `mid.attn_1.{q,k,v,proj_out}`, `up.N.upsample.conv`, `norm_out`, `conv_out`), so
+its checkpoints map onto these modules key for key. Level i works at channels
+base_channels * channel_mult[i]; every level but the last halves (encoder) / doubles (decoder) the
+resolution, so the downsampling factor is f = 2 ** (len(channel_mult) - 1).
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def swish(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(x)
+
+
+def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    """GroupNorm with `groups` groups (fewer when `channels` is not a multiple), eps 1e-6 as in taming."""
+    while channels % groups:
+        groups -= 1
+    return nn.GroupNorm(groups, channels, eps=1e-6, affine=True)
+
+
+class ResnetBlock(nn.Module):
+    """x + conv(swish(norm(conv(swish(norm(x)))))), a 1x1 `nin_shortcut` when channels change."""
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0, groups: int = 32):
+        super().__init__()
+        self.norm1 = group_norm(in_channels, groups)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.norm2 = group_norm(out_channels, groups)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(swish(self.norm1(x)))
+        h = self.conv2(self.dropout(swish(self.norm2(h))))
+        return (x if self.nin_shortcut is None else self.nin_shortcut(x)) + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over the h*w positions of a feature map (1x1 conv q, k, v, proj_out)."""
+
+    def __init__(self, channels: int, groups: int = 32):
+        super().__init__()
+        self.norm = group_norm(channels, groups)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.k = nn.Conv2d(channels, channels, 1)
+        self.v = nn.Conv2d(channels, channels, 1)
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        y = self.norm(x)
+        q, k, v = (conv(y).reshape(n, 1, c, h * w).transpose(-1, -2) for conv in (self.q, self.k, self.v))
+        out = F.scaled_dot_product_attention(q, k, v)  # scale c ** -0.5
+        return x + self.proj_out(out.transpose(-1, -2).reshape(n, c, h, w))
+
+
+class Downsample(nn.Module):
+    """Halve the resolution: pad one pixel right/bottom, 3x3 conv with stride 2 (taming's choice)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    """Double the resolution: nearest-neighbour, then a 3x3 conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Level(nn.Module):
+    """One resolution of the encoder/decoder: residual blocks, attention after each block at the
+    attention resolutions, and a resampler (absent at the last level)."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = nn.ModuleList()
+        self.attn = nn.ModuleList()
+
+
+class Mid(nn.Module):
+    """block_1 -> attn_1 -> block_2 at the lowest resolution."""
+
+    def __init__(self, channels: int, dropout: float, groups: int):
+        super().__init__()
+        self.block_1 = ResnetBlock(channels, channels, dropout, groups)
+        self.attn_1 = AttnBlock(channels, groups)
+        self.block_2 = ResnetBlock(channels, channels, dropout, groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block_2(self.attn_1(self.block_1(x)))
+
+
+class Encoder(nn.Module):
+    """images (N, in_channels, H, W) in [-1, 1] -> features (N, z_channels, H / f, W / f)."""
+
+    def __init__(self, in_channels: int, base_channels: int, channel_mult: tuple[int, ...], num_res_blocks: int,
+                 attn_resolutions: tuple[int, ...], resolution: int, z_channels: int, dropout: float = 0.0,
+                 groups: int = 32):
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.down = nn.ModuleList()
+        channels, res = base_channels, resolution
+        for i, mult in enumerate(channel_mult):
+            level = Level()
+            out = base_channels * mult
+            for _ in range(num_res_blocks):
+                level.block.append(ResnetBlock(channels, out, dropout, groups))
+                channels = out
+                if res in attn_resolutions:
+                    level.attn.append(AttnBlock(channels, groups))
+            if i != len(channel_mult) - 1:
+                level.downsample = Downsample(channels)
+                res //= 2
+            self.down.append(level)
+        self.mid = Mid(channels, dropout, groups)
+        self.norm_out = group_norm(channels, groups)
+        self.conv_out = nn.Conv2d(channels, z_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(x)
+        for level in self.down:
+            for i, block in enumerate(level.block):
+                h = block(h)
+                if len(level.attn):
+                    h = level.attn[i](h)
+            if hasattr(level, "downsample"):
+                h = level.downsample(h)
+        h = self.mid(h)
+        return self.conv_out(swish(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    """features (N, z_channels, h, w) -> images (N, out_channels, h * f, w * f) in about [-1, 1].
+
+    `up[i]` is level i (stored in encoder order, run from the last level down to 0), with
+    num_res_blocks + 1 residual blocks each, as in taming."""
+
+    def __init__(self, out_channels: int, base_channels: int, channel_mult: tuple[int, ...], num_res_blocks: int,
+                 attn_resolutions: tuple[int, ...], resolution: int, z_channels: int, dropout: float = 0.0,
+                 groups: int = 32):
+        super().__init__()
+        channels = base_channels * channel_mult[-1]
+        res = resolution // 2 ** (len(channel_mult) - 1)
+        self.conv_in = nn.Conv2d(z_channels, channels, 3, padding=1)
+        self.mid = Mid(channels, dropout, groups)
+        levels = []
+        for i in reversed(range(len(channel_mult))):
+            level = Level()
+            out = base_channels * channel_mult[i]
+            for _ in range(num_res_blocks + 1):
+                level.block.append(ResnetBlock(channels, out, dropout, groups))
+                channels = out
+                if res in attn_resolutions:
+                    level.attn.append(AttnBlock(channels, groups))
+            if i != 0:
+                level.upsample = Upsample(channels)
+                res *= 2
+            levels.insert(0, level)
+        self.up = nn.ModuleList(levels)
+        self.norm_out = group_norm(channels, groups)
+        self.conv_out = nn.Conv2d(channels, out_channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.mid(self.conv_in(z))
+        for level in reversed(self.up):
+            for i, block in enumerate(level.block):
+                h = block(h)
+                if len(level.attn):
+                    h = level.attn[i](h)
+            if hasattr(level, "upsample"):
+                h = level.upsample(h)
+        return self.conv_out(swish(self.norm_out(h)))

@@ -1,0 +1,281 @@
+"""VQGAN (Esser et al., "Taming Transformers", CVPR 2021): the image tokenizer of MaskGIT and MAGE.
+
+A convolutional encoder maps images in [0, 1] (shifted to [-1, 1]) to a (h, w) grid of vectors,
+`quant_conv` projects them to the code space, `quantize` (mimkit.nn.VectorQuantizer) replaces each
+by its nearest code, and `post_quant_conv` + the decoder map the codes back to pixels. Trained
+with L1 reconstruction, an optional LPIPS-style perceptual term, the commitment/codebook loss and a
+PatchGAN hinge loss with taming's adaptive weight, all in ONE scalar so the single-optimizer
+Trainer trains generator and discriminator together (see vqgan_loss.py for why the gradients are
+exactly those of two separate updates).
+
+    model = VQGAN(VQGANConfig(img_size=32, in_chans=1, channel_mult=(1, 2, 2), codebook_size=512))
+    codes = model.encode(images)           # (N, C, H, W) in [0, 1] -> (N, h, w) int64
+    images = model.decode(codes)           # -> (N, C, H, W) in [0, 1]
+    out = model(images)                    # training: Output(loss, logs) with psnr, usage, ...
+
+Module and attribute names are taming-transformers' (encoder, decoder, quant_conv, quantize.embedding,
+post_quant_conv, loss.discriminator), so `mimkit.hub.taming` converts its checkpoints by checking
+keys and shapes only.
+"""
+import hashlib
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..nn.vector_quantizer import VectorQuantizer
+from .conv_blocks import Decoder, Encoder
+from .vqgan_loss import VQGANLoss
+
+# State that is bookkeeping, not weights: left out of fingerprint() (codes do not depend on it).
+BOOKKEEPING = ("train_steps", "quantize.initialized", "quantize.steps", "quantize.last_hit", "quantize.last_reset")
+
+
+@dataclass
+class VQGANConfig:
+    """Architecture, quantizer and losses of a VQGAN (defaults: the MaskGIT / MAGE ImageNet tokenizer).
+
+    Architecture: base_channels x channel_mult per level (f = 2 ** (len(channel_mult) - 1)),
+    num_res_blocks per encoder level (+1 in the decoder), attention at the feature-map sides in
+    attn_resolutions, z_channels at the bottleneck, GroupNorm with norm_groups groups.
+    Quantizer: codebook_size codes of code_dim; codebook_update "gradient" (taming) or "ema"
+    (decay ema_decay); l2_codes = cosine lookup; kmeans_init on the first batch; restart_after:
+    re-seed codes unused for that many training steps (0 = never); usage_window for the logged usage.
+    Losses: codebook_weight x (commitment beta + codebook term), perceptual_weight x LPIPS with the
+    VGG16 weights at perceptual_path (0 = off), disc_weight x adaptive weight x hinge GAN once the
+    model has done disc_start training steps (disc_factor scales both GAN terms).
+    """
+
+    img_size: int = 256
+    in_chans: int = 3
+    base_channels: int = 128
+    channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16,)
+    z_channels: int = 256
+    dropout: float = 0.0
+    norm_groups: int = 32
+    codebook_size: int = 1024
+    code_dim: int = 256
+    beta: float = 0.25
+    codebook_update: str = "gradient"
+    ema_decay: float = 0.99
+    l2_codes: bool = False
+    kmeans_init: bool = False
+    kmeans_iters: int = 10
+    restart_after: int = 0
+    usage_window: int = 100
+    codebook_weight: float = 1.0
+    perceptual_weight: float = 0.0
+    perceptual_path: str = ""
+    disc_start: int = 0
+    disc_weight: float = 0.8
+    disc_factor: float = 1.0
+    disc_channels: int = 64
+    disc_layers: int = 3
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.channel_mult) - 1)
+
+    def validate(self, prefix: str = "model") -> None:
+        if not self.channel_mult or min(self.channel_mult) < 1:
+            raise ConfigError(f"{prefix}.channel_mult needs one positive multiplier per level, got {list(self.channel_mult)}")
+        f = self.downsample_factor
+        if self.img_size <= 0 or self.img_size % f:
+            raise ConfigError(f"{prefix}.img_size {self.img_size} must be a positive multiple of the downsampling "
+                              f"factor f = 2 ** (len(channel_mult) - 1) = {f}")
+        for name in ("in_chans", "base_channels", "num_res_blocks", "z_channels", "norm_groups", "codebook_size",
+                     "code_dim", "kmeans_iters", "usage_window", "disc_channels", "disc_layers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{prefix}.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("beta", "codebook_weight", "perceptual_weight", "disc_weight", "disc_factor", "dropout"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{prefix}.{name} must be >= 0, got {getattr(self, name)}")
+        if self.codebook_update not in ("gradient", "ema"):
+            raise ConfigError(f"{prefix}.codebook_update must be gradient or ema, got {self.codebook_update!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"{prefix}.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.restart_after < 0 or self.disc_start < 0:
+            raise ConfigError(f"{prefix}.restart_after and {prefix}.disc_start must be >= 0")
+        if self.perceptual_weight > 0 and not self.perceptual_path:
+            raise ConfigError(f"{prefix}.perceptual_weight={self.perceptual_weight} needs {prefix}.perceptual_path "
+                              f"(a VGG16 / LPIPS weights file; none can be downloaded); set the path or "
+                              f"{prefix}.perceptual_weight=0")
+
+
+@dataclass
+class VQGANOutput:
+    """What forward returns (the fields of mimkit.methods.Output, which the tokenizer floor does not
+    import, plus): recon (N, C, H, W) reconstruction in [-1, 1] (not clamped); codes (N, h, w) int64."""
+
+    loss: torch.Tensor
+    logs: dict = field(default_factory=dict)
+    recon: torch.Tensor | None = None
+    codes: torch.Tensor | None = None
+
+
+class VQGAN(nn.Module):
+    """VQ autoencoder + PatchGAN discriminator; `forward(images)` is the whole training objective."""
+
+    config_class = VQGANConfig
+
+    def __init__(self, config: VQGANConfig):
+        super().__init__()
+        config.validate()
+        self.config = c = config
+        arch = dict(base_channels=c.base_channels, channel_mult=tuple(c.channel_mult), num_res_blocks=c.num_res_blocks,
+                    attn_resolutions=tuple(c.attn_resolutions), resolution=c.img_size, z_channels=c.z_channels,
+                    dropout=c.dropout, groups=c.norm_groups)
+        self.encoder = Encoder(c.in_chans, **arch)
+        self.decoder = Decoder(c.in_chans, **arch)
+        self.quant_conv = nn.Conv2d(c.z_channels, c.code_dim, 1)
+        self.quantize = VectorQuantizer(c.code_dim, c.codebook_size, l2_normalize=c.l2_codes, beta=c.beta,
+                                        update=c.codebook_update, decay=c.ema_decay, kmeans_init=c.kmeans_init,
+                                        kmeans_iters=c.kmeans_iters, restart_after=c.restart_after,
+                                        usage_window=c.usage_window)
+        self.post_quant_conv = nn.Conv2d(c.code_dim, c.z_channels, 1)
+        self.loss = VQGANLoss(c.in_chans, c.disc_channels, c.disc_layers, c.disc_weight, c.disc_factor, c.disc_start,
+                              c.perceptual_weight, c.codebook_weight)
+        # training forwards done: the discriminator start survives a resume with the weights
+        self.register_buffer("train_steps", torch.tensor(0, dtype=torch.long))
+        # the frozen perceptual network lives outside the module tree: not in state_dict / checkpoints
+        self.external: dict[str, nn.Module] = {}
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        side = self.config.img_size // self.config.downsample_factor
+        return side, side
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names the optimizer must not decay (the Trainer's param_groups reads this)."""
+        return {"quantize.embedding.weight"}
+
+    def perceptual_network(self, device: torch.device):
+        """The frozen LPIPS-style network (loaded from config.perceptual_path on first use), or None."""
+        if self.config.perceptual_weight <= 0:
+            return None
+        net = self.external.get("perceptual")
+        if net is None:
+            from .perceptual import load_perceptual_network
+
+            net = self.external["perceptual"] = load_perceptual_network(self.config.perceptual_path)
+        if next(net.parameters()).device != device:
+            net = self.external["perceptual"] = net.to(device)
+        return net
+
+    # ------------------------------------------------------------------ stages
+    def check_images(self, images: torch.Tensor) -> None:
+        c = self.config
+        if images.ndim != 4 or images.shape[1] != c.in_chans or images.shape[-1] % c.downsample_factor \
+                or images.shape[-2] % c.downsample_factor:
+            raise ValueError(f"expected images (N, {c.in_chans}, H, W) with H, W multiples of "
+                             f"{c.downsample_factor}, got {tuple(images.shape)}")
+
+    def encode_features(self, images: torch.Tensor) -> torch.Tensor:
+        """images (N, C, H, W) in [0, 1] -> pre-quantisation vectors (N, h, w, code_dim)."""
+        self.check_images(images)
+        return self.quant_conv(self.encoder(images * 2 - 1)).permute(0, 2, 3, 1)
+
+    def decode_vectors(self, z: torch.Tensor) -> torch.Tensor:
+        """quantised vectors (N, h, w, code_dim) -> images (N, C, H, W) in about [-1, 1]."""
+        return self.decoder(self.post_quant_conv(z.permute(0, 3, 1, 2)))
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """images (N, C, H, W) in [0, 1] -> codes (N, h, w) int64 in [0, codebook_size)."""
+        return self.quantize.encode(self.encode_features(images))
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (N, h, w) int64 -> images (N, C, H, W) in [0, 1]."""
+        return ((self.decode_vectors(self.quantize.decode(codes)) + 1) / 2).clamp(0, 1)
+
+    # ------------------------------------------------------------------ training
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> VQGANOutput:
+        """images (N, C, H, W) in [0, 1] (labels ignored) -> VQGANOutput with the total loss and logs:
+        loss, l1, rec_loss, commitment, perplexity, usage, restarted, psnr, g_loss, d_loss, disc_weight, ..."""
+        x = images * 2 - 1
+        q = self.quantize(self.encode_features(images))
+        recon = self.decode_vectors(q.quantized)
+        step = int(self.train_steps)
+        if self.training:
+            self.train_steps += 1
+        loss, logs = self.loss(x, recon, q.loss, step, self.decoder.conv_out.weight,
+                               perceptual=self.perceptual_network(images.device))
+        with torch.no_grad():
+            # mean per-image PSNR of the clamped [0, 1] reconstruction (= mimkit.eval.psnr; the
+            # tokenizer floor does not import the eval floor)
+            mse = ((recon.detach().float() + 1) / 2).clamp(0, 1).sub(images.float()).pow(2).flatten(1).mean(1)
+            psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).mean()
+        logs.update({k: v for k, v in q.stats.items()})
+        logs.update(loss=loss.detach(), psnr=psnr)
+        return VQGANOutput(loss=loss, logs=logs, recon=recon, codes=q.codes)
+
+    # ------------------------------------------------------------------ downstream
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """For pictures: images (N, C, H, W) in [0, 1] -> {"original", "reconstruction"} (N, C, H, W)."""
+        return {"original": images, "reconstruction": self.decode(self.encode(images))}
+
+    def fingerprint(self) -> str:
+        """sha256 over the class, architecture and every tensor that decides encode/decode (encoder,
+        quant convs, codebook, decoder; not the discriminator or the training counters)."""
+        digest = hashlib.sha256(f"{type(self).__qualname__}:f{self.config.downsample_factor}:"
+                                f"l2={self.config.l2_codes}".encode())
+        for key, value in sorted(self.state_dict().items()):
+            if key.startswith("loss.") or key in BOOKKEEPING:
+                continue
+            value = value.detach().cpu().contiguous()
+            digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}".encode())
+            digest.update(value.view(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------ presets
+def imagenet_recipe() -> dict:
+    """The MaskGIT / MAGE tokenizer: 256 px, f = 16 (16x16 tokens), 1024 x 256-d codes, base 128,
+    multipliers [1, 1, 2, 2, 4], 2 residual blocks, attention at 16 px; taming's training recipe
+    (Adam betas (0.5, 0.9), lr 4.5e-6 x batch 96, discriminator from step 250001, weight 0.8).
+    The perceptual term needs a local VGG16/LPIPS file: add model.perceptual_weight=1.0
+    model.perceptual_path=FILE for the full recipe."""
+    return {
+        "method": "vqgan",
+        "model": {"img_size": 256, "in_chans": 3, "base_channels": 128, "channel_mult": [1, 1, 2, 2, 4],
+                  "num_res_blocks": 2, "attn_resolutions": [16], "z_channels": 256, "codebook_size": 1024,
+                  "code_dim": 256, "beta": 0.25, "disc_start": 250001, "disc_weight": 0.8},
+        "data": {"name": "imagenet/train", "image_size": 256, "crop_scale": [0.8, 1.0], "num_workers": 8},
+        "optim": {"lr": 4.5e-6 * 96, "weight_decay": 0.0, "betas": [0.5, 0.9], "warmup_steps": 0},
+        "train": {"steps": 500_000, "batch_size": 12, "accum_steps": 8, "ckpt_every": 5000, "picture_every": 5000},
+    }
+
+
+def fmnist_recipe(steps: int = 2000, **model) -> dict:
+    """Fashion-MNIST resized to 32 px grey, f = 4 -> 8x8 tokens, 512 codes: a CPU-sized tokenizer
+    (~15 min on 2 cores: ~0.7 s of CPU per step of 64 images, ~0.8 s once the discriminator is on)
+    with an EMA codebook, k-means init and dead-code restart; the GAN joins for the last 40%."""
+    base = {"img_size": 32, "in_chans": 1, "base_channels": 16, "channel_mult": [1, 2, 4], "num_res_blocks": 1,
+            "attn_resolutions": [], "z_channels": 64, "norm_groups": 8, "codebook_size": 512, "code_dim": 32,
+            "beta": 0.25, "codebook_update": "ema", "ema_decay": 0.95, "kmeans_init": True, "restart_after": 50,
+            "usage_window": 50, "disc_start": int(steps * 0.6), "disc_weight": 0.1, "disc_channels": 32,
+            "disc_layers": 2}
+    base.update(model)
+    return {
+        "method": "vqgan",
+        "model": base,
+        "data": {"name": "fashion-mnist", "image_size": 32, "augment": False},
+        "optim": {"lr": 2e-3, "min_lr": 1e-4, "weight_decay": 0.0, "betas": [0.5, 0.9], "warmup_steps": 100},
+        "train": {"steps": steps, "batch_size": 64, "ckpt_every": max(steps // 4, 1),
+                  "picture_every": max(steps // 4, 1), "log_every": 25},
+    }
+
+
+PRESETS = {
+    "vqgan_imagenet_f16_1024": imagenet_recipe(),
+    "vqgan_fmnist": fmnist_recipe(),
+}
