@@ -8,7 +8,6 @@ feature dimension (with batch statistics while training, running statistics at t
 makes one learning rate work for any feature scale.
 """
 import contextlib
-import math
 import time
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..engine.optim import warmup_cosine
 from .validation import check_features, infer_num_classes
 
 
@@ -75,14 +75,6 @@ def intra_op_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(old)
-
-
-def cosine_lr(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warmup to `peak` over `warmup` steps, then half-cosine down to 0 at `total`."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(total - warmup, 1)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def linear_probe(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
@@ -160,7 +152,7 @@ def _train(head, optimizer, feats, labels, generator, bar, epochs, batch_size, s
         for i in range(steps_per_epoch):
             idx = order[i * batch_size:(i + 1) * batch_size]
             for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(step, total, warmup, lr)
+                group["lr"] = warmup_cosine(step, total, warmup, lr)
             loss = F.cross_entropy(head(feats[idx]), labels[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
