@@ -95,3 +95,14 @@ def test_block_layer_scale_zero_is_identity_and_keys():
     assert torch.equal(block(x), x)
     keys = set(Block(8, 2).state_dict())
     assert {"norm1.weight", "attn.qkv.weight", "attn.proj.bias", "mlp.fc1.weight", "mlp.fc2.bias"} <= keys
+
+
+def test_onednn_probe_leaves_the_global_rng_alone():
+    import importlib
+
+    linear_module = importlib.import_module("mimkit.nn.linear")  # the package re-exports a function named linear
+
+    linear_module._probed = None
+    state = torch.get_rng_state()
+    linear_module.onednn_available()
+    assert torch.equal(torch.get_rng_state(), state)
