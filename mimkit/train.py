@@ -1,30 +1,81 @@
 """`train(config)`: build the data, model and Trainer a RunConfig describes and run it."""
+import dataclasses
 from pathlib import Path
 
 import torch
 
 from .config import RunConfig
 from .data import build_augment, build_dataset
+from .engine.checkpoint import load_weights, read_config, resolve_checkpoint
 from .engine.trainer import Trainer
+from .errors import ConfigError, DataError
 from .methods import build_model
 from .pictures import ReconstructionCallback
+from .tokenizers import TokenCacheDataset
 
 
 def build_callbacks(model, config: RunConfig, dataset) -> list:
     """Periodic pictures for methods that can draw reconstructions."""
-    if not config.train.picture_every or not hasattr(model, "reconstruct"):
+    if not config.train.picture_every or not hasattr(model, "reconstruct") or "images" not in dataset[0]:
         return []
     n = min(8, len(dataset))
     images = torch.stack([dataset[i]["images"] for i in range(n)])
     return [ReconstructionCallback(images, config.train.picture_every, seed=config.train.seed)]
 
 
+def resolve_tokenizer(config: RunConfig) -> tuple[RunConfig, Path | None]:
+    """For token models (a model config with `tokenizer`): the run config with the tokenizer
+    checkpoint's {"method", "model"} copied into model.tokenizer_config, and that checkpoint."""
+    model = config.model
+    if not hasattr(model, "tokenizer_config"):
+        return config, None
+    if not model.tokenizer:
+        if model.tokenizer_config:  # e.g. a config.json of a token model: weights come from its checkpoint
+            return config, None
+        raise ConfigError("model.tokenizer is not set: give the run folder or checkpoint of a trained tokenizer, "
+                          "e.g. model.tokenizer=runs/vq_fmnist (made by `mimkit train vqgan_fmnist --out runs/vq_fmnist`)")
+    try:
+        ckpt = resolve_checkpoint(model.tokenizer)
+    except Exception as err:
+        raise ConfigError(f"model.tokenizer: {err}") from None
+    saved = read_config(ckpt)
+    spec = {"method": saved.get("method"), "model": saved.get("model")}
+    if model.tokenizer_config and model.tokenizer_config != spec:
+        raise ConfigError(f"model.tokenizer_config differs from the config of model.tokenizer={model.tokenizer}; "
+                          "remove model.tokenizer_config (it is filled in from the tokenizer's checkpoint)")
+    return dataclasses.replace(config, model=dataclasses.replace(model, tokenizer_config=spec)), ckpt
+
+
+def check_token_cache(model, dataset) -> None:
+    """A token cache must come from the model's own tokenizer (same weights, same grid)."""
+    if not isinstance(dataset, TokenCacheDataset):
+        return
+    if not hasattr(model, "tokenizer"):
+        raise DataError(f"{dataset.cache_dir} is a token cache, but this method trains on images; "
+                        "set data.name to an image source")
+    expected = model.tokenizer.fingerprint()
+    if dataset.fingerprint != expected:
+        raise DataError(f"{dataset.cache_dir} was made by tokenizer {dataset.fingerprint[:12]}, but model.tokenizer "
+                        f"is {expected[:12]}; re-run `mimkit tokenize` with model.tokenizer's checkpoint")
+
+
 def train(config: RunConfig, resume: bool = False) -> Path:
     """Pretrain the model `config` describes; returns the run folder."""
+    config, tokenizer_ckpt = resolve_tokenizer(config)
     torch.manual_seed(config.train.seed)  # the model's init is part of the seeded run
     model = build_model(config.method, config.model)
-    dataset = build_dataset(config.data, channels=config.model.in_chans)
-    augment = build_augment(config.data)
+    if tokenizer_ckpt is not None:
+        load_weights(model.tokenizer, tokenizer_ckpt)
+    dataset = build_dataset(config.data, channels=image_channels(config))
+    check_token_cache(model, dataset)
+    augment = None if isinstance(dataset, TokenCacheDataset) else build_augment(config.data)
     trainer = Trainer(model, config, dataset, augment=augment, callbacks=build_callbacks(model, config, dataset))
     trainer.fit(resume=resume)
     return trainer.run_dir
+
+
+def image_channels(config: RunConfig) -> int:
+    """Channels of the model's input images (a token model's are its tokenizer's)."""
+    if hasattr(config.model, "in_chans"):
+        return config.model.in_chans
+    return int(config.model.tokenizer_config["model"].get("in_chans", 3))

@@ -9,7 +9,9 @@ class DataConfig:
     """Where images come from and how a training batch is augmented.
 
     name: "fashion-mnist", "digits", or a path to an image folder (class sub-folders optional),
-          a .npy/.npz array file, or an IDX (MNIST-format) image file (.gz allowed).
+          a .npy/.npz array file, an IDX (MNIST-format) image file (.gz allowed), or a token cache
+          folder written by `mimkit tokenize` (for MaskGIT / MAGE; its cached views replace the
+          image augmentation).
     root: folder holding the Fashion-MNIST IDX files (default: Debian's /usr/share/datasets/fashion-mnist).
     split: "train" or "test" for the built-ins; ignored for paths.
     image_size: side in pixels every image is resized to before augmentation.
@@ -18,6 +20,8 @@ class DataConfig:
     on_error: "raise" (stop naming the file) or "skip" (skip unreadable images and count them).
     limit: use only the first `limit` images (0 = all).
     num_workers: DataLoader workers for decoded-on-the-fly sources (folders).
+    views: 1, or 2 for two views of every image (MAGE-C): two independent augmentations
+           ("images", "images_2") or two different cached views ("tokens", "tokens_2").
     """
 
     name: str = "fashion-mnist"
@@ -31,6 +35,7 @@ class DataConfig:
     limit: int = 0
     num_workers: int = 0
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    views: int = 1
 
     def validate(self, prefix: str = "data") -> None:
         if not self.name:
@@ -48,6 +53,8 @@ class DataConfig:
             raise ConfigError(f"{prefix}.crop_ratio must satisfy 0 < min <= max, got {list(self.crop_ratio)}")
         if self.on_error not in ("raise", "skip"):
             raise ConfigError(f"{prefix}.on_error must be raise or skip, got {self.on_error!r}")
+        if self.views not in (1, 2):
+            raise ConfigError(f"{prefix}.views must be 1 or 2, got {self.views}")
         for name in ("limit", "num_workers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{prefix}.{name} must be >= 0, got {getattr(self, name)}")

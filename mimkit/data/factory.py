@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from ..errors import DataError
+from ..tokenizers.cache import MANIFEST_FILE, TokenCacheDataset
 from .arrays import load_array_file
 from .builtins import DIGITS_CLASSES, FASHION_MNIST_CLASSES, load_digits, load_fashion_mnist
 from .config import DataConfig
@@ -13,8 +14,9 @@ BUILTINS = ("fashion-mnist", "digits")
 CHOICES = "fashion-mnist, digits, or a path to an image folder, a .npy/.npz file or an IDX file (.gz allowed)"
 
 
-def build_dataset(cfg: DataConfig, channels: int, split: str | None = None) -> InMemoryDataset | ImageFolder:
-    """The dataset of `cfg.name` with items {"images": float32 (channels, S, S), "labels": int64 0-d}.
+def build_dataset(cfg: DataConfig, channels: int, split: str | None = None):
+    """The dataset of `cfg.name` with items {"images": float32 (channels, S, S), "labels": int64 0-d},
+    or for a token cache folder a TokenCacheDataset with items {"tokens": (h, w), "labels"}.
 
     split: "train" / "test" for the built-ins (default cfg.split); ignored for paths.
     cfg.limit keeps the first `limit` images. Errors name the valid choices.
@@ -31,6 +33,8 @@ def build_dataset(cfg: DataConfig, channels: int, split: str | None = None) -> I
         classes = DIGITS_CLASSES
     else:
         path = Path(name).expanduser()
+        if (path / MANIFEST_FILE).is_file():
+            return TokenCacheDataset(path, pairs=cfg.views == 2)
         if path.is_dir():
             return ImageFolder(path, channels, cfg.image_size, cfg.on_error, cfg.limit)
         if not path.is_file():

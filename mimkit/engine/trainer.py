@@ -85,8 +85,11 @@ class Trainer:
 
     def next_batch(self) -> dict:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in next(self.loader).items()}
-        if self.augment is not None:
-            batch["images"] = self.augment(batch["images"])
+        if self.augment is not None and "images" in batch:
+            images = batch["images"]
+            batch["images"] = self.augment(images)
+            if self.config.data.views == 2:  # a second, independent augmentation (MAGE-C)
+                batch["images_2"] = self.augment(images)
         return batch
 
     def train_step(self) -> dict[str, torch.Tensor]:

@@ -306,11 +306,13 @@ class TokenCacheDataset(Dataset):
     expected_fingerprint: refuse a cache made by another tokenizer (DataError).
     verify: check the sha256 of every array file on open (cheap at Fashion-MNIST/ImageNet-256
         scale: ~1 s per GB); file sizes and the array header are always checked.
+    pairs: also serve "tokens_2", a second view different from the first (two augmented views of
+        each image for contrastive training); needs a cache with at least 2 views.
     `get_batch(indices)` serves {"tokens": (B, h, w), "labels": (B,)} with no per-item loop.
     """
 
     def __init__(self, cache_dir: str | Path, expected_fingerprint: str | None = None,
-                 views: str | int = "random", verify: bool = True):
+                 views: str | int = "random", verify: bool = True, pairs: bool = False):
         self.cache_dir = Path(cache_dir)
         self.manifest = manifest = read_manifest(self.cache_dir)
         try:
@@ -338,6 +340,10 @@ class TokenCacheDataset(Dataset):
         self.open_codes(check=(shape, dtype))  # checks the array header against the manifest
         self.labels = torch.from_numpy(self.load_array(LABELS_FILE, (shape[0],), np.dtype(np.int64)))
         self.view = self.resolve_view(views)
+        self.pairs = pairs
+        if pairs and (self.num_views < 2 or self.view is not None):
+            raise DataError(f"two views per image need views='random' and a cache with >= 2 views; {self.cache_dir} "
+                            f"holds {self.view_names}")
 
     # ---- arrays
     def load_array(self, name: str, shape: tuple, dtype: np.dtype, mmap: bool = False) -> np.ndarray:
@@ -384,21 +390,29 @@ class TokenCacheDataset(Dataset):
             return np.full(n, self.view, dtype=np.int64)
         return torch.randint(self.num_views, (n,)).numpy()
 
+    def draw_other_views(self, first: np.ndarray) -> np.ndarray:
+        """(n,) view indices each different from `first` (uniform over the other K - 1)."""
+        shift = torch.randint(1, self.num_views, (len(first),)).numpy()
+        return (first + shift) % self.num_views
+
     # ---- Dataset
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        view = int(self.draw_views(1)[0])
-        tokens = torch.from_numpy(self.open_codes()[index, view].astype(np.int64))
-        return {"tokens": tokens, "labels": self.labels[index]}
+        batch = self.get_batch(torch.tensor([index]))
+        return {key: value[0] for key, value in batch.items()}
 
     def get_batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
-        """LongTensor (B,) -> {"tokens": int64 (B, h, w), "labels": int64 (B,)}, one view drawn per item."""
+        """LongTensor (B,) -> {"tokens": int64 (B, h, w), "labels": int64 (B,)} (+ "tokens_2" with
+        pairs), one view drawn per item."""
         indices = torch.as_tensor(indices, dtype=torch.long)
-        rows = indices.numpy()
-        tokens = self.open_codes()[rows, self.draw_views(len(rows))]
-        return {"tokens": torch.from_numpy(tokens.astype(np.int64)), "labels": self.labels[indices]}
+        rows, codes = indices.numpy(), self.open_codes()
+        views = self.draw_views(len(rows))
+        batch = {"tokens": torch.from_numpy(codes[rows, views].astype(np.int64)), "labels": self.labels[indices]}
+        if self.pairs:
+            batch["tokens_2"] = torch.from_numpy(codes[rows, self.draw_other_views(views)].astype(np.int64))
+        return batch
 
     def __repr__(self) -> str:
         return (f"TokenCacheDataset({str(self.cache_dir)!r}, {len(self)} images x {self.view_names}, "

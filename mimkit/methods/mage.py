@@ -1,0 +1,240 @@
+"""MAGE: MAsked Generative Encoder (Li et al., CVPR 2023), with MAGE-C and class conditioning.
+
+One model for generation and representation: masked token modeling on frozen VQGAN codes with one
+mask ratio per batch from N(0.55, 0.25) truncated to [0.5, 1]. Of the L tokens, drop_ratio * L
+(all from the masked set) are dropped from the encoder input; the other masked ones enter as
+[MASK]; a class token goes first (a learned "fake class" row, or the image's class for the
+class-conditional variant, dropped to the fake class with p = label_dropout for guidance). The
+encoder output is padded back to L positions with the encoder's class-position output at every
+masked or dropped slot, and a ViT decoder predicts the tokens through an output layer tied to the
+token embedding; label-smoothed cross-entropy on the masked tokens.
+
+MAGE-C (contrastive_weight > 0): the batch carries two views (`tokens`/`tokens_2` or
+`images`/`images_2`); each view's encoder output is average-pooled, projected by a 2-layer MLP,
+l2-normalised, and an InfoNCE (SimCLR NT-Xent) loss over the 2N views is added with weight lambda.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..nn import Block, Linear, TiedTokenHead, TokenEmbedding, gather_tokens, truncated_normal_ratio
+from .maskgit import init_token_transformer, validate_transformer
+from .output import Output
+from .token_model import MaskedTokenModel, TokenModelConfig
+
+
+@dataclass
+class MAGEConfig(TokenModelConfig):
+    """Encoder-decoder sizes, the variable mask ratio, token dropping and MAGE-C's contrastive head."""
+
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    decoder_embed_dim: int = 768
+    decoder_depth: int = 8
+    decoder_num_heads: int = 16
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+    norm_eps: float = 1e-6
+    mask_ratio_mean: float = 0.55
+    mask_ratio_std: float = 0.25
+    mask_ratio_min: float = 0.5
+    mask_ratio_max: float = 1.0
+    drop_ratio: float = 0.5
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 0.2
+    projection_hidden_dim: int = 2048
+    projection_dim: int = 256
+    attn_impl: str = "auto"
+
+    def validate(self, prefix: str = "model") -> None:
+        self.validate_tokens(prefix)
+        validate_transformer(self, prefix, ("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads"))
+        if not 0.0 <= self.mask_ratio_min <= self.mask_ratio_max <= 1.0 or self.mask_ratio_std < 0:
+            raise ConfigError(f"{prefix}.mask_ratio_min/max must satisfy 0 <= min <= max <= 1 and mask_ratio_std "
+                              f">= 0, got [{self.mask_ratio_min}, {self.mask_ratio_max}], std {self.mask_ratio_std}")
+        if not 0.0 <= self.drop_ratio <= self.mask_ratio_min or self.drop_ratio >= 1.0:
+            raise ConfigError(f"{prefix}.drop_ratio must be in [0, mask_ratio_min={self.mask_ratio_min}] (only masked "
+                              f"tokens are dropped) and < 1, got {self.drop_ratio}")
+        if self.contrastive_weight < 0 or self.contrastive_temperature <= 0:
+            raise ConfigError(f"{prefix}.contrastive_weight must be >= 0 and contrastive_temperature > 0, got "
+                              f"{self.contrastive_weight} and {self.contrastive_temperature}")
+        if min(self.projection_hidden_dim, self.projection_dim) <= 0:
+            raise ConfigError(f"{prefix}.projection_hidden_dim and projection_dim must be positive")
+
+
+def info_nce(z: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """SimCLR's NT-Xent over 2N l2-normalised embeddings z (2N, Z) where rows i and i + N are two
+    views of one image -> (loss, top-1 accuracy of finding the positive among the 2N - 1 others)."""
+    n2 = len(z)
+    sim = z @ z.t() / temperature
+    sim = sim.masked_fill(torch.eye(n2, dtype=torch.bool, device=z.device), float("-inf"))
+    positives = torch.arange(n2, device=z.device).roll(n2 // 2)
+    return F.cross_entropy(sim, positives), (sim.argmax(1) == positives).float().mean().detach()
+
+
+class MAGE(MaskedTokenModel):
+    """ViT encoder-decoder over VQ tokens with a variable mask ratio and token dropping."""
+
+    config_class = MAGEConfig
+
+    def __init__(self, config: MAGEConfig):
+        config.validate()
+        super().__init__(config)
+        c, d, dd = config, config.embed_dim, config.decoder_embed_dim
+        length = self.num_tokens
+        self.embed = TokenEmbedding(self.codebook_size + 1, c.num_classes + 1, length, d, c.dropout, c.norm_eps)
+        self.blocks = nn.ModuleList(Block(d, c.num_heads, c.mlp_ratio, dropout=c.dropout, attn_drop=c.dropout,
+                                          norm_eps=c.norm_eps, attn_impl=c.attn_impl) for _ in range(c.depth))
+        self.norm = nn.LayerNorm(d, eps=c.norm_eps)
+        self.decoder_embed = Linear(d, dd)
+        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, 1 + length, dd))
+        self.decoder_blocks = nn.ModuleList(Block(dd, c.decoder_num_heads, c.mlp_ratio, dropout=c.dropout,
+                                                  attn_drop=c.dropout, norm_eps=c.norm_eps, attn_impl=c.attn_impl)
+                                            for _ in range(c.decoder_depth))
+        self.decoder_norm = nn.LayerNorm(dd, eps=c.norm_eps)
+        self.head = TiedTokenHead(dd, d, self.codebook_size, c.norm_eps)
+        if c.contrastive_weight > 0:
+            self.projector = nn.Sequential(nn.Linear(d, c.projection_hidden_dim),
+                                           nn.BatchNorm1d(c.projection_hidden_dim), nn.ReLU(inplace=True),
+                                           nn.Linear(c.projection_hidden_dim, c.projection_dim))
+        init_token_transformer(self)
+        nn.init.trunc_normal_(self.decoder_pos_embed, std=0.02, a=-0.04, b=0.04)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"embed.pos_embed", "decoder_pos_embed"}
+
+    # ------------------------------------------------------------------ masking
+    def draw_masks(self, n: int, device) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """One ratio for the batch -> (mask (N, L) bool: masked incl. dropped, ids_keep (N, L - drop)
+        int64: encoder positions, sorted; ratio). The dropped tokens are the first drop_ratio * L of
+        each image's random order, the masked ones its first ceil(ratio * L)."""
+        c, length = self.config, self.num_tokens
+        ratio = truncated_normal_ratio(c.mask_ratio_mean, c.mask_ratio_std, c.mask_ratio_min, c.mask_ratio_max)
+        num_drop = int(c.drop_ratio * length)
+        num_masked = min(max(math.ceil(ratio * length), num_drop, 1), length)
+        order = torch.rand(n, length, device=device).argsort(1)
+        rank = order.argsort(1)
+        ids_keep = order[:, num_drop:].sort(1).values
+        return rank < num_masked, ids_keep, ratio
+
+    # ------------------------------------------------------------------ stages
+    def encode(self, tokens: torch.Tensor, labels: torch.Tensor | None, ids_keep: torch.Tensor | None = None):
+        """tokens (N, L) (mask_token_id at [MASK] inputs), labels, ids_keep (N, K) positions the
+        encoder sees (None: all) -> normed encoder output (N, 1 + K, D), class position first."""
+        h = self.embed(tokens, self.class_rows(labels, len(tokens), tokens.device))
+        if ids_keep is not None:
+            h = torch.cat([h[:, :1], gather_tokens(h[:, 1:], ids_keep)], dim=1)
+        for block in self.blocks:
+            h = block(h)
+        return self.norm(h)
+
+    def decode(self, latent: torch.Tensor, mask: torch.Tensor, ids_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """latent (N, 1 + K, D), mask (N, L) bool, ids_keep (N, K) | None -> decoder output (N, L, Dd).
+
+        Every masked or dropped slot is filled with the (embedded) encoder output at the class
+        position; the other slots get their own encoder output back in place.
+        """
+        h = self.decoder_embed(latent)
+        cls = h[:, :1]
+        n, length = mask.shape
+        if ids_keep is None:
+            full = h[:, 1:]
+        else:
+            full = cls.expand(n, length, -1).scatter(1, ids_keep.unsqueeze(-1).expand(-1, -1, h.shape[-1]), h[:, 1:])
+        full = torch.where(mask.unsqueeze(-1), cls, full)
+        x = torch.cat([cls, full], dim=1) + self.decoder_pos_embed
+        for block in self.decoder_blocks:
+            x = block(x)
+        return self.decoder_norm(x)[:, 1:]
+
+    def token_logits(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (N, L) (mask_token_id = unknown), labels (N,) (-1 = none) or None -> logits (N, L, V).
+        No token dropping at generation time: every position enters the encoder."""
+        mask = tokens == self.mask_token_id
+        return self.head(self.decode(self.encode(tokens, labels), mask), self.embed.tokens.weight)
+
+    def forward(self, tokens: torch.Tensor | None = None, images: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, tokens_2: torch.Tensor | None = None,
+                images_2: torch.Tensor | None = None, **_) -> Output:
+        """Cached codes `tokens` (N, h, w) or `images` (N, C, H, W) in [0, 1], optional labels (N,);
+        MAGE-C also needs the second view `tokens_2` / `images_2`. -> Output(loss, logs)."""
+        target = self.batch_tokens(tokens, images)
+        contrastive = self.config.contrastive_weight > 0
+        if contrastive:
+            if tokens_2 is None and images_2 is None:
+                raise ValueError("MAGE-C (model.contrastive_weight > 0) needs two views per image: set "
+                                 "data.views=2 (a token cache with crop views, or augmented images)")
+            target = torch.cat([target, self.batch_tokens(tokens_2, images_2)])
+            labels = None if labels is None else torch.cat([labels, labels])
+        n = len(target)
+        mask, ids_keep, ratio = self.draw_masks(n, target.device)
+        latent = self.encode(target.masked_fill(mask, self.mask_token_id), labels, ids_keep)
+        decoded = self.decode(latent, mask, ids_keep)
+        logits = self.head(decoded[mask], self.embed.tokens.weight)
+        loss, accuracy = self.masked_token_loss(logits, target[mask])
+        logs = {"reconstruction_loss": loss.detach(), "accuracy": accuracy, "mask_ratio": torch.tensor(ratio)}
+        if contrastive:
+            z = F.normalize(self.projector(latent[:, 1:].mean(1)), dim=-1)
+            c_loss, c_accuracy = info_nce(z, self.config.contrastive_temperature)
+            loss = loss + self.config.contrastive_weight * c_loss
+            logs.update(contrastive_loss=c_loss.detach(), contrastive_accuracy=c_accuracy)
+        logs["loss"] = loss.detach()
+        return Output(loss=loss, logs=logs)
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, pool: str = "mean") -> torch.Tensor:
+        """images (N, C, H, W) in [0, 1] -> (N, D): the average-pooled encoder output over the image
+        tokens with no mask and no label (pool="mean"), or its class position (pool="cls")."""
+        latent = self.encode(self.batch_tokens(None, images), None)
+        if pool == "mean":
+            return latent[:, 1:].mean(1)
+        if pool == "cls":
+            return latent[:, 0]
+        raise ValueError(f"pool must be 'mean' or 'cls', got {pool!r}")
+
+
+# ------------------------------------------------------------------------------ presets
+def imagenet_recipe(embed_dim: int = 768, depth: int = 12, num_heads: int = 12, batch_size: int = 4096) -> dict:
+    """The paper's ImageNet 256 recipe: 1600 epochs, 80 warmup, AdamW(0.9, 0.95) blr 1.5e-4, wd 0.05,
+    grad clip 3.0, decoder 8 x 768 (16 heads), RandomResizedCrop(0.2, 1)."""
+    steps_per_epoch = 1_281_167 // batch_size
+    return {
+        "method": "mage",
+        "model": {"tokenizer": "runs/vqgan_imagenet", "embed_dim": embed_dim, "depth": depth, "num_heads": num_heads,
+                  "decoder_embed_dim": 768, "decoder_depth": 8, "decoder_num_heads": 16},
+        "data": {"name": "imagenet/train", "image_size": 256, "crop_scale": [0.2, 1.0], "num_workers": 8},
+        "optim": {"blr": 1.5e-4, "weight_decay": 0.05, "betas": [0.9, 0.95], "clip_grad": 3.0,
+                  "warmup_steps": 80 * steps_per_epoch},
+        "train": {"steps": 1600 * steps_per_epoch, "batch_size": batch_size, "ckpt_every": 5000},
+    }
+
+
+def fmnist_recipe(steps: int = 6000, batch_size: int = 128, blr: float = 1.5e-3, views: int = 1, **model) -> dict:
+    """MAGE on the 8x8 codes of `vqgan_fmnist` from its token cache (views=2: two cached views
+    per image for MAGE-C; the cache needs crop views, `mimkit tokenize ... --crops 4`)."""
+    base = {"tokenizer": "runs/vq_fmnist", "embed_dim": 256, "depth": 6, "num_heads": 8,
+            "decoder_embed_dim": 128, "decoder_depth": 2, "decoder_num_heads": 4, "dropout": 0.1,
+            "projection_hidden_dim": 512, "projection_dim": 128}
+    base.update(model)
+    return {
+        "method": "mage",
+        "model": base,
+        "data": {"name": "runs/vq_fmnist_cache", "image_size": 32, "views": views},
+        "optim": {"blr": blr, "weight_decay": 0.05, "betas": [0.9, 0.95], "clip_grad": 3.0,
+                  "warmup_steps": steps // 20},
+        "train": {"steps": steps, "batch_size": batch_size, "ckpt_every": steps // 4},
+    }
+
+
+PRESETS = {
+    "mage_vit_base_imagenet_256": imagenet_recipe(),
+    "mage_vit_large_imagenet_256": imagenet_recipe(1024, 24, 16, batch_size=2048),
+    "mage_fmnist": fmnist_recipe(),
+    "magec_fmnist": fmnist_recipe(views=2, contrastive_weight=1.0),
+    "mage_cond_fmnist": fmnist_recipe(num_classes=10),
+}

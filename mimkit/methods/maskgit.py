@@ -1,0 +1,170 @@
+"""MaskGIT: Masked Generative Image Transformer (Chang et al., CVPR 2022), stage 2.
+
+A bidirectional transformer over [class token; L image tokens] of a frozen VQGAN. Training draws
+r ~ U(0, 1) per image, replaces ceil(gamma(r) * L) uniformly chosen tokens by [MASK] (gamma = the
+mask schedule) and minimises the label-smoothed cross-entropy on those tokens only. Labels drop to
+a null class with p = label_dropout so classifier-free guidance works at sampling time; an
+unconditional model always uses the null class. Sampling lives in `mimkit.generation`, which needs
+only `token_logits`.
+
+Differences from the paper's code, on purpose: pre-LayerNorm ViT blocks (mimkit's Block) instead
+of BERT's post-LN layers, and the class as its own embedding row instead of an id offset into the
+token table.
+"""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..nn import SCHEDULES, Block, TiedTokenHead, TokenEmbedding, num_masked_for_training
+from .output import Output
+from .token_model import MaskedTokenModel, TokenModelConfig
+
+
+@dataclass
+class MaskGITConfig(TokenModelConfig):
+    """Transformer size, schedule and regularisation (tokenizer and classes: see TokenModelConfig)."""
+
+    embed_dim: int = 768
+    depth: int = 24
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+    schedule: str = "cosine"
+    norm_eps: float = 1e-6
+    attn_impl: str = "auto"
+
+    def validate(self, prefix: str = "model") -> None:
+        self.validate_tokens(prefix)
+        validate_transformer(self, prefix, ("embed_dim", "num_heads"))
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"{prefix}.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+
+
+def validate_transformer(config, prefix: str, *dims: tuple[str, str]) -> None:
+    """Shared checks: positive depths, widths divisible by their head counts, dropout in [0, 1)."""
+    for dim, heads in dims:
+        d, h = getattr(config, dim), getattr(config, heads)
+        if d <= 0 or h <= 0 or d % h:
+            raise ConfigError(f"{prefix}.{dim}={d} must be positive and divisible by {prefix}.{heads}={h}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise ConfigError(f"{prefix}.dropout must be in [0, 1), got {config.dropout}")
+
+
+def init_token_transformer(module: nn.Module) -> None:
+    """BERT/MaskGIT init: N(0, 0.02) (truncated at 2 std) linears, embeddings and positions, zero
+    biases, unit LayerNorms. Skips the frozen tokenizer."""
+    for name, m in module.named_modules():
+        if name.startswith("tokenizer"):
+            continue
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.trunc_normal_(m.weight, std=0.02, a=-0.04, b=0.04)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, TokenEmbedding):
+            nn.init.trunc_normal_(m.pos_embed, std=0.02, a=-0.04, b=0.04)
+
+
+class MaskGIT(MaskedTokenModel):
+    """Bidirectional transformer over VQ tokens; `forward` is the masked-token training loss."""
+
+    config_class = MaskGITConfig
+
+    def __init__(self, config: MaskGITConfig):
+        config.validate()
+        super().__init__(config)
+        c, d = config, config.embed_dim
+        self.embed = TokenEmbedding(self.codebook_size + 1, c.num_classes + 1, self.num_tokens, d, c.dropout,
+                                    c.norm_eps)
+        self.blocks = nn.ModuleList(Block(d, c.num_heads, c.mlp_ratio, dropout=c.dropout, attn_drop=c.dropout,
+                                          norm_eps=c.norm_eps, attn_impl=c.attn_impl) for _ in range(c.depth))
+        self.norm = nn.LayerNorm(d, eps=c.norm_eps)
+        self.head = TiedTokenHead(d, d, self.codebook_size, c.norm_eps)
+        init_token_transformer(self)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"embed.pos_embed"}
+
+    # ------------------------------------------------------------------ stages
+    def hidden_states(self, tokens: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """tokens (N, L) with mask_token_id at unknown positions, labels (N,) | None -> normed
+        hidden states (N, 1 + L, D), the class position first."""
+        h = self.embed(tokens, self.class_rows(labels, len(tokens), tokens.device))
+        for block in self.blocks:
+            h = block(h)
+        return self.norm(h)
+
+    def token_logits(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (N, L) (mask_token_id = unknown), labels (N,) (-1 = none) or None -> logits (N, L, V)."""
+        return self.head(self.hidden_states(tokens, labels)[:, 1:], self.embed.tokens.weight)
+
+    def draw_mask(self, n: int, device) -> torch.Tensor:
+        """(N, L) bool, True at ceil(gamma(r) * L) uniformly chosen positions, r ~ U(0, 1) per image."""
+        length = self.num_tokens
+        counts = num_masked_for_training(self.config.schedule, torch.rand(n), length).to(device)
+        rank = torch.rand(n, length, device=device).argsort(1).argsort(1)
+        return rank < counts[:, None]
+
+    def forward(self, tokens: torch.Tensor | None = None, images: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, **_) -> Output:
+        """A batch of cached codes `tokens` (N, h, w) or `images` (N, C, H, W) in [0, 1], optional
+        labels (N,) -> Output(loss, logs: loss, accuracy on masked tokens, mask_fraction)."""
+        target = self.batch_tokens(tokens, images)
+        mask = self.draw_mask(len(target), target.device)
+        hidden = self.hidden_states(target.masked_fill(mask, self.mask_token_id), labels)
+        # the head runs on the masked positions only: the others carry no loss
+        logits = self.head(hidden[:, 1:][mask], self.embed.tokens.weight)
+        loss, accuracy = self.masked_token_loss(logits, target[mask])
+        return Output(loss=loss, logs={"loss": loss.detach(), "accuracy": accuracy,
+                                       "mask_fraction": mask.float().mean()})
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, pool: str = "mean") -> torch.Tensor:
+        """images (N, C, H, W) in [0, 1] -> (N, D): mean of the image tokens' hidden states with no
+        mask and no label (pool="mean"), or the class position's (pool="cls")."""
+        hidden = self.hidden_states(self.batch_tokens(None, images), None)
+        if pool == "mean":
+            return hidden[:, 1:].mean(1)
+        if pool == "cls":
+            return hidden[:, 0]
+        raise ValueError(f"pool must be 'mean' or 'cls', got {pool!r}")
+
+
+# ------------------------------------------------------------------------------ presets
+def imagenet_recipe() -> dict:
+    """The paper's class-conditional ImageNet 256 recipe (VQGAN f16, 16x16 tokens): 24 x 768,
+    Adam(0.9, 0.96) lr 1e-4 at batch 256, wd 0.045, 300 epochs, label smoothing 0.1."""
+    steps_per_epoch = 1_281_167 // 256
+    return {
+        "method": "maskgit",
+        "model": {"tokenizer": "runs/vqgan_imagenet", "num_classes": 1000, "embed_dim": 768, "depth": 24,
+                  "num_heads": 16, "mlp_ratio": 4.0, "dropout": 0.1, "label_smoothing": 0.1},
+        "data": {"name": "imagenet/train", "image_size": 256, "crop_scale": [0.8, 1.0], "num_workers": 8},
+        "optim": {"blr": 1e-4, "weight_decay": 0.045, "betas": [0.9, 0.96], "warmup_steps": 5000},
+        "train": {"steps": 300 * steps_per_epoch, "batch_size": 256, "ckpt_every": 5000},
+    }
+
+
+def fmnist_recipe(steps: int = 6000, batch_size: int = 128, blr: float = 1e-3, **model) -> dict:
+    """Class-conditional MaskGIT on the 8x8 codes of `vqgan_fmnist` (trained into runs/vq_fmnist),
+    read from the token cache `mimkit tokenize runs/vq_fmnist --out runs/vq_fmnist_cache` writes."""
+    base = {"tokenizer": "runs/vq_fmnist", "num_classes": 10, "embed_dim": 256, "depth": 6, "num_heads": 8,
+            "mlp_ratio": 4.0, "dropout": 0.1, "label_smoothing": 0.1}
+    base.update(model)
+    return {
+        "method": "maskgit",
+        "model": base,
+        "data": {"name": "runs/vq_fmnist_cache", "image_size": 32},
+        "optim": {"blr": blr, "weight_decay": 0.045, "betas": [0.9, 0.96], "warmup_steps": steps // 20},
+        "train": {"steps": steps, "batch_size": batch_size, "ckpt_every": steps // 4},
+    }
+
+
+PRESETS = {
+    "maskgit_imagenet_256": imagenet_recipe(),
+    "maskgit_fmnist": fmnist_recipe(),
+}

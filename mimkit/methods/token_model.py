@@ -1,0 +1,152 @@
+"""What MaskGIT and MAGE share: a frozen VQ tokenizer inside the model, the token source of a
+batch (cached codes or images), class conditioning with label dropout, and the masked-token loss.
+
+A token model holds its tokenizer as a frozen sub-module, so one checkpoint can sample images
+(`mimkit generate CKPT`) with no other file. `config.tokenizer` names the trained tokenizer's
+run folder or checkpoint; `mimkit train` copies that checkpoint's config into
+`config.tokenizer_config` (saved in config.json) and its weights into the model, so a saved token
+model rebuilds without the tokenizer's folder.
+
+The interface `mimkit.generation` samples through (see `token_logits`):
+    codebook_size V, mask_token_id (= V), num_classes (0 = unconditional), grid_size (h, w),
+    tokenizer.encode / tokenizer.decode, token_logits(tokens (N, L), labels (N,) | None) -> (N, L, V).
+"""
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config_schema import from_dict
+from ..errors import ConfigError
+
+NO_LABEL = -1  # a label value meaning "unconditional" (the null class) in batches and token_logits
+
+
+@dataclass
+class TokenModelConfig:
+    """Fields every masked token model has (MaskGITConfig and MAGEConfig extend it).
+
+    tokenizer: run folder or checkpoint of the trained tokenizer (read by `mimkit train`).
+    tokenizer_config: {"method": ..., "model": {...}} of that tokenizer, filled in by `mimkit train`.
+    num_classes: 0 = unconditional; C > 0 = class-conditional on labels 0..C-1.
+    label_dropout: probability of replacing a label by the null class in training (for guidance).
+    label_smoothing: of the cross-entropy on masked tokens.
+    """
+
+    tokenizer: str = ""
+    tokenizer_config: dict = field(default_factory=dict)
+    num_classes: int = 0
+    label_dropout: float = 0.1
+    label_smoothing: float = 0.1
+
+    def validate_tokens(self, prefix: str) -> None:
+        if self.num_classes < 0:
+            raise ConfigError(f"{prefix}.num_classes must be >= 0 (0 = unconditional), got {self.num_classes}")
+        for name in ("label_dropout", "label_smoothing"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{prefix}.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.tokenizer_config and set(self.tokenizer_config) != {"method", "model"}:
+            raise ConfigError(f"{prefix}.tokenizer_config must hold exactly 'method' and 'model', "
+                              f"got keys {sorted(self.tokenizer_config)}")
+
+
+def build_frozen_tokenizer(spec: dict, prefix: str = "model") -> nn.Module:
+    """{"method": "vqgan", "model": {...}} -> that tokenizer, frozen (no grad, eval mode)."""
+    from . import method_entry
+
+    if not spec:
+        raise ConfigError(f"{prefix}.tokenizer is not set: give the run folder or checkpoint of a trained "
+                          f"tokenizer, e.g. `mimkit train vqgan_fmnist --out runs/vq_fmnist` then "
+                          f"{prefix}.tokenizer=runs/vq_fmnist")
+    entry = method_entry(spec["method"])
+    tokenizer = entry.model_class(from_dict(entry.config_class, spec["model"], f"{prefix}.tokenizer_config.model"))
+    for needed in ("encode", "decode", "codebook_size", "grid_size"):
+        if not hasattr(tokenizer, needed):
+            raise ConfigError(f"{prefix}.tokenizer_config: method {spec['method']!r} is not a tokenizer "
+                              f"(it has no {needed})")
+    return tokenizer.requires_grad_(False).eval()
+
+
+class MaskedTokenModel(nn.Module):
+    """Base of MaskGIT and MAGE: the frozen tokenizer, the token source and class conditioning."""
+
+    def __init__(self, config: TokenModelConfig):
+        super().__init__()
+        self.config = config
+        self.tokenizer = build_frozen_tokenizer(config.tokenizer_config)
+
+    # ------------------------------------------------------------------ interface
+    @property
+    def codebook_size(self) -> int:
+        return self.tokenizer.codebook_size
+
+    @property
+    def mask_token_id(self) -> int:
+        """The id of [MASK] in `tokens`: one past the codebook."""
+        return self.tokenizer.codebook_size
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def null_class(self) -> int:
+        """Row of the class embedding used without a label (unconditional / dropped / MAGE's fake class)."""
+        return self.config.num_classes
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return tuple(self.tokenizer.grid_size)
+
+    @property
+    def num_tokens(self) -> int:
+        h, w = self.grid_size
+        return h * w
+
+    def train(self, mode: bool = True):
+        """Train/eval mode for the transformer; the tokenizer always stays in eval mode (its
+        quantizer must not update its codebook)."""
+        super().train(mode)
+        self.tokenizer.eval()
+        return self
+
+    # ------------------------------------------------------------------ batches
+    def batch_tokens(self, tokens: torch.Tensor | None, images: torch.Tensor | None) -> torch.Tensor:
+        """Codes from a token cache (N, h, w), or images (N, C, H, W) in [0, 1] through the frozen
+        tokenizer -> (N, L) int64."""
+        if tokens is None:
+            if images is None:
+                raise ValueError("a token model needs a batch with 'tokens' (a token cache) or 'images'")
+            with torch.no_grad():
+                tokens = self.tokenizer.encode(images)
+        if tuple(tokens.shape[1:]) != self.grid_size:
+            raise ValueError(f"tokens of grid {tuple(tokens.shape[1:])} do not match the tokenizer's grid "
+                             f"{self.grid_size}; was the token cache made with another tokenizer?")
+        return tokens.flatten(1).long()
+
+    def class_rows(self, labels: torch.Tensor | None, n: int, device) -> torch.Tensor:
+        """labels (N,) (NO_LABEL = none) or None -> (N,) rows of the class embedding. Unconditional
+        models always use the null row; in training, labels drop to it with p = label_dropout."""
+        null = torch.full((n,), self.null_class, dtype=torch.long, device=device)
+        if labels is None or self.num_classes == 0:
+            return null
+        labels = labels.to(device=device, dtype=torch.long)
+        if ((labels < NO_LABEL) | (labels >= self.num_classes)).any():
+            bad = labels[(labels < NO_LABEL) | (labels >= self.num_classes)][0].item()
+            raise ValueError(f"label {bad} is outside 0..{self.num_classes - 1} (or {NO_LABEL} for none)")
+        rows = torch.where(labels == NO_LABEL, null, labels)
+        if self.training and self.config.label_dropout > 0:
+            rows = torch.where(torch.rand(n, device=device) < self.config.label_dropout, null, rows)
+        return rows
+
+    def masked_token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple:
+        """logits (M, V) and targets (M,) at the masked positions -> (label-smoothed cross-entropy,
+        top-1 accuracy)."""
+        loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.config.label_smoothing)
+        accuracy = (logits.argmax(-1) == targets).float().mean()
+        return loss, accuracy.detach()
+
+    def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, L) codes -> images (N, C, H, W) in [0, 1] through the tokenizer."""
+        return self.tokenizer.decode(tokens.view(len(tokens), *self.grid_size))

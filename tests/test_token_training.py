@@ -1,0 +1,100 @@
+"""Token models through `mimkit train`: from a token cache or images, resume, self-contained checkpoints,
+two views per image (MAGE-C), and clear errors for a missing tokenizer or a foreign cache."""
+import shutil
+
+import pytest
+import torch
+
+from mimkit.cli import main
+from mimkit.config import load_config
+from mimkit.data import build_dataset
+from mimkit.data.config import DataConfig
+from mimkit.engine.checkpoint import load_model
+from mimkit.errors import ConfigError, DataError
+from mimkit.tokenizers import TokenCacheDataset, build_token_cache
+from mimkit.tokenizers.vqgan import VQGANConfig
+from mimkit.train import train
+from test_token_cache import save_tiny_checkpoint
+
+VQ = VQGANConfig(img_size=8, in_chans=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
+                 z_channels=8, norm_groups=4, codebook_size=16, code_dim=4, disc_channels=8, disc_layers=1)
+TINY = ["model.embed_dim=16", "model.depth=1", "model.num_heads=2", "train.batch_size=8", "train.steps=4",
+        "train.ckpt_every=2", "train.progress=false", "train.threads=1"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_and_cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tok")
+    save_tiny_checkpoint(root / "vq", "vqgan", VQ)
+    model, _ = load_model(root / "vq")
+    digits = build_dataset(DataConfig(name="digits", image_size=8, limit=40), channels=1)
+    build_token_cache(model, digits, root / "cache", crops=1, progress=False)
+    return root
+
+
+def losses(run_dir):
+    lines = (run_dir / "log.csv").read_text().splitlines()
+    col = lines[0].split(",").index("loss")
+    return [float(line.split(",")[col]) for line in lines[1:]]
+
+
+def test_maskgit_trains_from_a_cache_resumes_and_needs_no_tokenizer_folder_afterwards(tokenizer_and_cache, tmp_path):
+    root = tokenizer_and_cache
+    args = [f"model.tokenizer={root / 'vq'}", f"data.name={root / 'cache'}", "model.num_classes=10",
+            "train.log_every=1"] + TINY
+    full = train(load_config("maskgit_fmnist", args + [f"train.out_dir={tmp_path / 'full'}"]))
+    part = load_config("maskgit_fmnist", args + [f"train.out_dir={tmp_path / 'part'}"])
+    from mimkit.train import resolve_tokenizer
+    from mimkit.engine.trainer import Trainer
+    from mimkit.methods import build_model
+
+    # stop at 2, then resume through the CLI: the losses after step 2 equal the uninterrupted run
+    config, ckpt = resolve_tokenizer(part)
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.method, config.model)
+    from mimkit.engine.checkpoint import load_weights
+    load_weights(model.tokenizer, ckpt)
+    Trainer(model, config, TokenCacheDataset(root / "cache")).fit(stop_at=2)
+    assert main(["train", "maskgit_fmnist", *args, f"train.out_dir={tmp_path / 'part'}", "--resume"]) == 0
+    assert losses(tmp_path / "part") == pytest.approx(losses(full), rel=1e-6)
+
+    copy = tmp_path / "vq_copy"
+    shutil.copytree(root / "vq", copy)
+    tokenizer, _ = load_model(copy)
+    saved, config = load_model(full)
+    assert config.model.tokenizer_config["model"]["codebook_size"] == 16
+    assert saved.tokenizer.fingerprint() == tokenizer.fingerprint()  # the tokenizer's weights travel along
+    shutil.rmtree(copy)
+
+
+def test_mage_c_trains_on_two_cached_views_and_on_two_augmented_images(tokenizer_and_cache, tmp_path):
+    root = tokenizer_and_cache
+    pairs = TokenCacheDataset(root / "cache", pairs=True)
+    torch.manual_seed(0)
+    batch = pairs.get_batch(torch.arange(40))
+    codes = torch.from_numpy(pairs.open_codes()[:].astype("int64"))
+    views = [[next(k for k in range(3) if torch.equal(codes[i, k], batch[key][i])) for i in range(40)]
+             for key in ("tokens", "tokens_2")]
+    assert all(a != b or torch.equal(codes[i, a], codes[i, b]) for i, (a, b) in enumerate(zip(*views)))
+    common = [f"model.tokenizer={root / 'vq'}", "model.decoder_embed_dim=8", "model.decoder_depth=1",
+              "model.decoder_num_heads=2", "model.projection_hidden_dim=16", "model.projection_dim=8"] + TINY
+    assert main(["train", "magec_fmnist", *common, f"data.name={root / 'cache'}", f"train.out_dir={tmp_path / 'c'}"]) == 0
+    assert main(["train", "magec_fmnist", *common, "data.name=digits", "data.image_size=8",
+                 f"train.out_dir={tmp_path / 'i'}"]) == 0
+    header = (tmp_path / "i" / "log.csv").read_text().splitlines()[0]
+    assert "contrastive_loss" in header
+
+
+def test_token_model_errors_name_the_fix(tokenizer_and_cache, tmp_path):
+    root = tokenizer_and_cache
+    with pytest.raises(ConfigError, match="model.tokenizer is not set"):
+        train(load_config("maskgit_fmnist", ["model.tokenizer=", *TINY]))
+    with pytest.raises(ConfigError, match="model.tokenizer: checkpoint .*nowhere does not exist"):
+        train(load_config("maskgit_fmnist", [f"model.tokenizer={tmp_path / 'nowhere'}", *TINY]))
+    other = VQGANConfig(**{**VQ.__dict__, "codebook_size": 8})
+    save_tiny_checkpoint(tmp_path / "vq8", "vqgan", other)
+    with pytest.raises(DataError, match="was made by tokenizer .* re-run `mimkit tokenize`"):
+        train(load_config("maskgit_fmnist", [f"model.tokenizer={tmp_path / 'vq8'}", f"data.name={root / 'cache'}",
+                                             *TINY, f"train.out_dir={tmp_path / 'x'}"]))
+    with pytest.raises(DataError, match="two views per image need"):
+        TokenCacheDataset(root / "cache", views="identity", pairs=True)
