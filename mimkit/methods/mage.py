@@ -214,11 +214,12 @@ def imagenet_recipe(embed_dim: int = 768, depth: int = 12, num_heads: int = 12, 
     }
 
 
-def fmnist_recipe(steps: int = 6000, batch_size: int = 128, blr: float = 1.5e-3, views: int = 1, **model) -> dict:
+def fmnist_recipe(steps: int = 1500, batch_size: int = 64, blr: float = 2e-3, views: int = 1, **model) -> dict:
     """MAGE on the 8x8 codes of `vqgan_fmnist` from its token cache (views=2: two cached views
-    per image for MAGE-C; the cache needs crop views, `mimkit tokenize ... --crops 4`)."""
-    base = {"tokenizer": "runs/vq_fmnist", "embed_dim": 256, "depth": 6, "num_heads": 8,
-            "decoder_embed_dim": 128, "decoder_depth": 2, "decoder_num_heads": 4, "dropout": 0.1,
+    per image for MAGE-C; the cache needs crop views, `mimkit tokenize ... --crops 2`). Sized for
+    ~20 minutes on one CPU thread (MAGE-C: twice that, two views per image)."""
+    base = {"tokenizer": "runs/vq_fmnist", "embed_dim": 192, "depth": 4, "num_heads": 6,
+            "decoder_embed_dim": 128, "decoder_depth": 2, "decoder_num_heads": 4, "dropout": 0.0,
             "projection_hidden_dim": 512, "projection_dim": 128}
     base.update(model)
     return {
@@ -227,7 +228,7 @@ def fmnist_recipe(steps: int = 6000, batch_size: int = 128, blr: float = 1.5e-3,
         "data": {"name": "runs/vq_fmnist_cache", "image_size": 32, "views": views},
         "optim": {"blr": blr, "weight_decay": 0.05, "betas": [0.9, 0.95], "clip_grad": 3.0,
                   "warmup_steps": steps // 20},
-        "train": {"steps": steps, "batch_size": batch_size, "ckpt_every": steps // 4},
+        "train": {"steps": steps, "batch_size": batch_size, "ckpt_every": steps // 4, "log_every": 20},
     }
 
 
