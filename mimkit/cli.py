@@ -3,7 +3,10 @@
     mimkit presets
     mimkit train PRESET_OR_YAML [key=value ...] [--resume]
     mimkit reconstruct CKPT --data fashion-mnist --out grid.png
-    mimkit eval linear|knn|probes CKPT --data fashion-mnist
+    mimkit eval linear|knn|probes|tokenizer CKPT --data fashion-mnist
+    mimkit eval generation CKPT --feature-net CLASSIFIER_CKPT --steps 1,12 --cas
+    mimkit tokenize TOKENIZER_CKPT --data fashion-mnist --crops 2 --out CACHE
+    mimkit generate|inpaint|outpaint|edit CKPT ... --out grid.png
 
 Each sub-command lives in mimkit/commands/. Errors a user can cause (MimkitError) print one line
 and exit with status 2; anything else is a bug and keeps its traceback.
@@ -26,7 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also follow options (`mimkit train P --out D a=1`): argparse stops a
+    # positional list at the first option, so collect the stragglers here
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.func(args)
     except MimkitError as err:

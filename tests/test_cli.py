@@ -13,7 +13,8 @@ TINY = ["data.name=digits", "data.image_size=8", "model.img_size=8", "model.patc
 
 def test_train_reconstruct_eval_end_to_end(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "mae_micro_fmnist", *TINY, "--out", str(run)]) == 0
+    # overrides may come before and after the options
+    assert main(["train", "mae_micro_fmnist", *TINY[:4], "--out", str(run), *TINY[4:]]) == 0
     assert (run / "checkpoints" / "step_00000004" / "model.safetensors").is_file()
     assert (run / "pictures" / "reconstruction_step_00000004.png").is_file()
     out = tmp_path / "grid.png"
@@ -38,6 +39,12 @@ def test_user_errors_are_one_line_without_traceback(argv, message):
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_options_after_overrides_are_still_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "mae_micro_fmnist", "--out", "x", "train.steps=1", "--bogus"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
 def test_presets_lists_paper_and_cpu_recipes(capsys):

@@ -1,6 +1,8 @@
 """`mimkit eval linear|knn|probes CKPT`: frozen-feature probes, pretrained vs random init;
-`mimkit eval tokenizer CKPT`: PSNR and codebook usage of an image tokenizer (eval_tokenizer.py)."""
+`mimkit eval tokenizer CKPT`: PSNR and codebook usage of an image tokenizer (eval_tokenizer.py);
+`mimkit eval generation CKPT --feature-net NET`: FID / IS / precision-recall / CAS of samples (eval_generation.py)."""
 from .checkpoint_data import add_checkpoint_data_args, load_eval_data
+from .eval_generation import add_generation_args
 
 
 def run(args) -> None:
@@ -8,6 +10,10 @@ def run(args) -> None:
         from .eval_tokenizer import run as run_tokenizer
 
         return run_tokenizer(args)
+    if args.protocol == "generation":
+        from .eval_generation import run as run_generation
+
+        return run_generation(args)
 
     import torch
 
@@ -24,6 +30,8 @@ def run(args) -> None:
     test_set = load_eval_data(args, config, "test")
     torch.manual_seed(args.seed)
     random_model = build_model(config.method, config.model).eval()
+    if hasattr(model, "tokenizer"):  # a token model's baseline: random transformer, the same trained tokenizer
+        random_model.tokenizer.load_state_dict(model.tokenizer.state_dict())
     probes = ("linear", "knn") if args.protocol == "probes" else (args.protocol,)
     pools = ("cls", "mean") if args.pool == "both" else (args.pool,)
     rows = compare_with_random_init(model, random_model, train_set, test_set, method=config.method, pools=pools,
@@ -32,15 +40,19 @@ def run(args) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="linear probe / k-NN of an encoder vs random init; PSNR / usage of a tokenizer",
+    p = sub.add_parser("eval", help="probes of an encoder vs random init; a tokenizer's PSNR / usage; sample metrics",
                        description="linear|knn|probes: frozen-feature evaluation on the train/test splits, printing "
                                    "top-1 of the pretrained encoder next to the same architecture at random init. "
-                                   "tokenizer: PSNR of decode(encode(x)), codebook usage and perplexity on --split.")
-    p.add_argument("protocol", choices=["linear", "knn", "probes", "tokenizer"],
-                   help="probes = linear and knn; tokenizer = reconstruction PSNR and codebook usage")
+                                   "tokenizer: PSNR of decode(encode(x)), codebook usage and perplexity on --split. "
+                                   "generation: FID, IS, precision/recall (and CAS) of a masked token model's samples "
+                                   "against --split, through --feature-net.")
+    p.add_argument("protocol", choices=["linear", "knn", "probes", "tokenizer", "generation"],
+                   help="probes = linear and knn; tokenizer = reconstruction PSNR and codebook usage; "
+                        "generation = sample metrics")
     add_checkpoint_data_args(p)
     p.add_argument("--pool", choices=["cls", "mean", "both"], default="cls",
                    help="probes: cls token, mean of patch tokens, or both (one row each)")
     p.add_argument("--split", default="test", choices=["train", "test"], help="tokenizer: the split to evaluate")
     p.add_argument("--batch-size", type=int, default=512)
+    add_generation_args(p)
     p.set_defaults(func=run)

@@ -122,18 +122,10 @@ def run_generate(args) -> None:
 
 def draw_images(args, model, config):
     """(images (n, C, H, W) on the model's device, their labels (n,)) drawn with --seed."""
-    from types import SimpleNamespace
-
     import torch
 
     from ..errors import ConfigError
 
-    if not (hasattr(config.model, "img_size") and hasattr(config.model, "in_chans")):
-        # the image size and channels are the tokenizer's when the model config does not name them
-        tok = getattr(model.tokenizer, "config", None)
-        if not (hasattr(tok, "img_size") and hasattr(tok, "in_chans")):
-            raise ConfigError(f"cannot tell the image size of {args.checkpoint}: its config has no model.img_size")
-        config = SimpleNamespace(data=config.data, model=SimpleNamespace(img_size=tok.img_size, in_chans=tok.in_chans))
     data = load_eval_data(args, config, args.split)
     if len(data) and "images" not in data[0]:
         raise ConfigError(f"the data {args.data or config.data.name!r} holds tokens, not images (a token cache); "
