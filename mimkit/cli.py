@@ -33,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may also follow options (`mimkit train P --out D a=1`): argparse stops a
     # positional list at the first option, so collect the stragglers here
-    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
-        args.overrides = [*args.overrides, *extra]
-    elif extra:
+    if hasattr(args, "overrides"):
+        args.overrides = [*args.overrides, *(e for e in extra if "=" in e and not e.startswith("-"))]
+        extra = [e for e in extra if e not in args.overrides]
+    if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.func(args)
