@@ -18,12 +18,13 @@ class MethodEntry:
 def method_registry() -> dict[str, MethodEntry]:
     """name -> MethodEntry for every method mimkit knows."""
     from ..tokenizers import vqgan
-    from . import mae, mage, maskgit
+    from . import classifier, mae, mage, maskgit
 
     return {"mae": MethodEntry(mae.MAE, mae.MAEConfig, mae.PRESETS),
             "vqgan": MethodEntry(vqgan.VQGAN, vqgan.VQGANConfig, vqgan.PRESETS),
             "maskgit": MethodEntry(maskgit.MaskGIT, maskgit.MaskGITConfig, maskgit.PRESETS),
-            "mage": MethodEntry(mage.MAGE, mage.MAGEConfig, mage.PRESETS)}
+            "mage": MethodEntry(mage.MAGE, mage.MAGEConfig, mage.PRESETS),
+            "classifier": MethodEntry(classifier.Classifier, classifier.ClassifierConfig, classifier.PRESETS)}
 
 
 def method_entry(name: str) -> MethodEntry:
