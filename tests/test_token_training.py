@@ -98,3 +98,29 @@ def test_token_model_errors_name_the_fix(tokenizer_and_cache, tmp_path):
                                              *TINY, f"train.out_dir={tmp_path / 'x'}"]))
     with pytest.raises(DataError, match="two views per image need"):
         TokenCacheDataset(root / "cache", views="identity", pairs=True)
+
+
+def test_eval_generation_reports_the_fid_of_the_same_samples(tokenizer_and_cache, tmp_path, capsys):
+    from mimkit.data.resize import fit_square
+    from mimkit.eval.feature_network import FeatureNetwork
+    from mimkit.eval.generation_report import generation_metrics
+    from mimkit.generation import MaskedTokenSampler, generate
+    from mimkit.methods.classifier import ClassifierConfig
+
+    root = tokenizer_and_cache
+    run = tmp_path / "maskgit"
+    train(load_config("maskgit_fmnist", [f"model.tokenizer={root / 'vq'}", f"data.name={root / 'cache'}", *TINY,
+                                         f"train.out_dir={run}"]))
+    save_tiny_checkpoint(tmp_path / "cls", "classifier", ClassifierConfig(img_size=8, widths=(4, 8), num_classes=10))
+    capsys.readouterr()
+    assert main(["eval", "generation", str(run), "--feature-net", str(tmp_path / "cls"), "--data", "digits",
+                 "--limit", "60", "--n", "20", "--steps", "1,3", "--batch-size", "10"]) == 0
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| 3 |")]
+    model, _ = load_model(run)
+    samples = generate(model, 20, torch.arange(20) % 10, sampler=MaskedTokenSampler(steps=3),
+                       generator=torch.Generator().manual_seed(0), batch_size=10)
+    real = build_dataset(DataConfig(name="digits", image_size=8, limit=60, split="test"), channels=1)
+    real = real.get_batch(torch.arange(len(real)))["images"]
+    net = FeatureNetwork.from_checkpoint(tmp_path / "cls")
+    expected = generation_metrics(fit_square(samples, 8), real, net)["fid"]
+    assert float(rows[0][3]) == pytest.approx(expected, abs=0.01)
