@@ -10,13 +10,17 @@ from .engine.checkpoint import load_weights, read_config, resolve_checkpoint
 from .engine.trainer import Trainer
 from .errors import ConfigError, DataError
 from .methods import build_model
-from .pictures import ReconstructionCallback
+from .pictures import ReconstructionCallback, SampleGridCallback
 from .tokenizers import TokenCacheDataset
 
 
 def build_callbacks(model, config: RunConfig, dataset) -> list:
-    """Periodic pictures for methods that can draw reconstructions."""
-    if not config.train.picture_every or not hasattr(model, "reconstruct") or "images" not in dataset[0]:
+    """Periodic pictures: sample grids of token models, reconstructions of methods that draw them."""
+    if not config.train.picture_every:
+        return []
+    if hasattr(model, "token_logits"):
+        return [SampleGridCallback(config.train.picture_every, seed=config.train.seed)]
+    if not hasattr(model, "reconstruct") or "images" not in dataset[0]:
         return []
     n = min(8, len(dataset))
     images = torch.stack([dataset[i]["images"] for i in range(n)])

@@ -57,6 +57,10 @@ def test_maskgit_trains_from_a_cache_resumes_and_needs_no_tokenizer_folder_after
     Trainer(model, config, TokenCacheDataset(root / "cache")).fit(stop_at=2)
     assert main(["train", "maskgit_fmnist", *args, f"train.out_dir={tmp_path / 'part'}", "--resume"]) == 0
     assert losses(tmp_path / "part") == pytest.approx(losses(full), rel=1e-6)
+    # a class-conditional sample grid at the last step: one row of 8 per class, 8 px cells x 2 + padding
+    from PIL import Image
+    picture = Image.open(full / "pictures" / "samples_step_00000004.png")
+    assert picture.size == (8 * 18 + 2, 10 * 18 + 2)
 
     copy = tmp_path / "vq_copy"
     shutil.copytree(root / "vq", copy)

@@ -72,16 +72,6 @@ def parse_ints(text: str, what: str, count: int | None = None) -> list[int]:
     return values
 
 
-def tile(images, columns: int):
-    """(N, C, H, W) -> the list of grid columns of a row-major tiling (blank cells are white)."""
-    import torch
-
-    rows = math.ceil(images.shape[0] / columns)
-    blank = torch.ones(rows * columns - images.shape[0], *images.shape[1:], device=images.device)
-    cells = torch.cat([images, blank]).reshape(rows, columns, *images.shape[1:])
-    return [cells[:, j] for j in range(columns)]
-
-
 def write(args, columns: list, what: str) -> None:
     from ..pictures import image_grid, save_grid
 
@@ -97,6 +87,7 @@ def run_generate(args) -> None:
 
     from ..errors import ConfigError
     from ..generation import generate
+    from ..pictures import tile
 
     model, _ = load_token_model(args)
     sampler = build_sampler(args)

@@ -228,7 +228,8 @@ def fmnist_recipe(steps: int = 1500, batch_size: int = 64, blr: float = 2e-3, vi
         "data": {"name": "runs/vq_fmnist_cache", "image_size": 32, "views": views},
         "optim": {"blr": blr, "weight_decay": 0.05, "betas": [0.9, 0.95], "clip_grad": 3.0,
                   "warmup_steps": steps // 20},
-        "train": {"steps": steps, "batch_size": batch_size, "ckpt_every": steps // 4, "log_every": 20},
+        "train": {"steps": steps, "batch_size": batch_size, "ckpt_every": steps // 4, "log_every": 20,
+                  "picture_every": steps // 4},
     }
 
 

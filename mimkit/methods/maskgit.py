@@ -161,7 +161,8 @@ def fmnist_recipe(steps: int = 2000, batch_size: int = 64, blr: float = 2e-3, **
         "model": base,
         "data": {"name": "runs/vq_fmnist_cache", "image_size": 32},
         "optim": {"blr": blr, "weight_decay": 0.045, "betas": [0.9, 0.96], "warmup_steps": steps // 20},
-        "train": {"steps": steps, "batch_size": batch_size, "ckpt_every": steps // 4, "log_every": 20},
+        "train": {"steps": steps, "batch_size": batch_size, "ckpt_every": steps // 4, "log_every": 20,
+                  "picture_every": steps // 4},
     }
 
 

@@ -1,4 +1,5 @@
 """Tile image batches into one picture."""
+import math
 from pathlib import Path
 
 import numpy as np
@@ -40,3 +41,12 @@ def save_grid(image: Image.Image, path: str | Path) -> Path:
     except OSError as err:
         raise MimkitError(f"cannot write picture {path}: {err.strerror or err}") from None
     return path
+
+
+def tile(images: torch.Tensor, columns: int) -> list[torch.Tensor]:
+    """(N, C, H, W) -> the `image_grid` columns of a row-major tiling, `columns` per row (blank
+    cells are white)."""
+    rows = math.ceil(images.shape[0] / columns)
+    blank = torch.ones(rows * columns - images.shape[0], *images.shape[1:], device=images.device)
+    cells = torch.cat([images, blank]).reshape(rows, columns, *images.shape[1:])
+    return [cells[:, j] for j in range(columns)]
