@@ -26,7 +26,8 @@ import re
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from ..methods.mae import IMAGENET_MEAN, IMAGENET_STD, MAEConfig
+from ..methods.mae import MAEConfig
+from ..methods.pixel_statistics import IMAGENET_MEAN, IMAGENET_STD
 from ..nn import to_pair
 
 SCHEMES = ("v5", "v4")

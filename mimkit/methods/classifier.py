@@ -16,6 +16,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..nn import to_pair
 from .output import Output
+from .pixel_statistics import check_pixel_statistics, register_pixel_statistics
 
 NORMS = ("batch", "group")
 
@@ -23,7 +24,8 @@ NORMS = ("batch", "group")
 @dataclass
 class ClassifierConfig:
     """Architecture and objective of a Classifier. Images enter in [0, 1] and are normalised with
-    pixel_mean / pixel_std (one value per channel or one for all; empty = 0.5 / 0.5).
+    pixel_mean / pixel_std (see mimkit.methods.pixel_statistics: empty = ImageNet's for 3
+    channels, 0.5 / 0.5 otherwise).
 
     widths: channels of each stage (one 2x pool between consecutive stages).
     norm: "batch" (BatchNorm2d) or "group" (GroupNorm with `groups` groups; batch-size independent).
@@ -64,12 +66,7 @@ class ClassifierConfig:
         for name in ("dropout", "label_smoothing"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{prefix}.{name} must be in [0, 1), got {getattr(self, name)}")
-        for name in ("pixel_mean", "pixel_std"):
-            if len(getattr(self, name)) not in (0, 1, self.in_chans):
-                raise ConfigError(f"{prefix}.{name} needs 1 or in_chans={self.in_chans} values, "
-                                  f"got {list(getattr(self, name))}")
-        if self.pixel_std and min(self.pixel_std) <= 0:
-            raise ConfigError(f"{prefix}.pixel_std must be positive, got {list(self.pixel_std)}")
+        check_pixel_statistics(self, prefix)
 
 
 def conv_norm_relu(c_in: int, c_out: int, config: ClassifierConfig) -> nn.Sequential:
@@ -97,10 +94,7 @@ class Classifier(nn.Module):
         self.body = nn.Sequential(*layers)
         self.dropout = nn.Dropout(c.dropout)
         self.head = nn.Linear(c_in, c.num_classes)
-        mean = tuple(c.pixel_mean) or (0.5,)
-        std = tuple(c.pixel_std) or (0.5,)
-        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        register_pixel_statistics(self, c)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

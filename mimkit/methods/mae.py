@@ -14,9 +14,8 @@ from torch import nn
 from ..errors import ConfigError
 from ..nn import Block, Linear, PatchEmbed, gather_tokens, patchify, random_masking, sincos_2d, to_pair, unpatchify
 from .output import Output
+from .pixel_statistics import check_pixel_statistics, register_pixel_statistics
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -54,21 +53,7 @@ class MAEConfig:
             d, h = getattr(self, dim), getattr(self, heads)
             if d <= 0 or h <= 0 or d % h or d % 4:
                 raise ConfigError(f"{prefix}.{dim}={d} must be positive, divisible by 4 and by {prefix}.{heads}={h}")
-        for name in ("pixel_mean", "pixel_std"):
-            if len(getattr(self, name)) not in (0, 1, self.in_chans):
-                raise ConfigError(f"{prefix}.{name} needs 1 or in_chans={self.in_chans} values, "
-                                  f"got {list(getattr(self, name))}")
-        if self.pixel_std and min(self.pixel_std) <= 0:
-            raise ConfigError(f"{prefix}.pixel_std must be positive, got {list(self.pixel_std)}")
-
-
-def pixel_statistics(config) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The (mean, std) a model normalises its [0, 1] input with; defaults as MAEConfig says."""
-    if config.in_chans == 3:
-        default_mean, default_std = IMAGENET_MEAN, IMAGENET_STD
-    else:
-        default_mean, default_std = (0.5,) * config.in_chans, (0.5,) * config.in_chans
-    return tuple(config.pixel_mean) or default_mean, tuple(config.pixel_std) or default_std
+        check_pixel_statistics(self, prefix)
 
 
 @dataclass
@@ -106,9 +91,7 @@ class MAE(nn.Module):
         self.decoder_norm = nn.LayerNorm(c.decoder_embed_dim, eps=c.norm_eps)
         self.decoder_pred = Linear(c.decoder_embed_dim, c.patch_size**2 * c.in_chans)
 
-        mean, std = pixel_statistics(c)
-        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        register_pixel_statistics(self, c)
         self.reset_parameters()
 
     # ------------------------------------------------------------------ init
