@@ -8,7 +8,7 @@ from .config import RunConfig
 from .data import build_augment, build_dataset
 from .engine.checkpoint import load_weights, read_config, resolve_checkpoint
 from .engine.trainer import Trainer
-from .errors import ConfigError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .methods import build_model
 from .pictures import ReconstructionCallback, SampleGridCallback
 from .tokenizers import TokenCacheDataset
@@ -40,7 +40,7 @@ def resolve_tokenizer(config: RunConfig) -> tuple[RunConfig, Path | None]:
                           "e.g. model.tokenizer=runs/vq_fmnist (made by `mimkit train vqgan_fmnist --out runs/vq_fmnist`)")
     try:
         ckpt = resolve_checkpoint(model.tokenizer)
-    except Exception as err:
+    except CheckpointError as err:
         raise ConfigError(f"model.tokenizer: {err}") from None
     saved = read_config(ckpt)
     spec = {"method": saved.get("method"), "model": saved.get("model")}

@@ -277,8 +277,14 @@ def test_feature_network_from_classifier_batches_and_restores_mode():
     model.train()
     net.features(images)
     assert model.training and all(m.training for m in model.modules())
-    with pytest.raises(ValueError, match="resize"):
-        net.features(torch.rand(2, 1, 9, 9))
+    # other sizes are fitted to the network's square input, other channel counts refused
+    from mimkit.data.resize import fit_square
+    bigger = torch.rand(2, 1, 12, 12)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(net.features(bigger), model.features(fit_square(bigger, 8)), atol=1e-6)
+    with pytest.raises(ValueError, match=r"takes images \(N, 1, 8, 8\)"):
+        net.features(torch.rand(2, 3, 8, 8))
 
 
 def test_feature_network_from_checkpoint(tmp_path, classifier_registered):

@@ -3,6 +3,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from ..errors import ConfigError
+
 
 def add_checkpoint_data_args(p) -> None:
     p.add_argument("checkpoint", help="checkpoint folder, run folder (uses its latest checkpoint) or model.safetensors")
@@ -15,7 +17,6 @@ def add_checkpoint_data_args(p) -> None:
 
 def image_geometry(config) -> tuple[int, int]:
     """(side, channels) of the images a run's model takes; a token model's are its tokenizer's."""
-    from ..errors import ConfigError
     from ..nn import to_pair
 
     model = config.model
@@ -38,8 +39,6 @@ def image_source(data_name: str) -> str:
         source = ""
     name = source.rsplit(":", 1)[0] if source.endswith((":train", ":test")) else source
     if not name:
-        from ..errors import ConfigError
-
         raise ConfigError(f"the run's data {data_name} is a token cache that does not name its images; pass --data")
     return name
 

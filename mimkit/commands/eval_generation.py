@@ -6,8 +6,8 @@ masked token model's samples, one row per (decoding steps, schedule) setting.
 
 A class-conditional model samples n / C images of every class (CAS trains a fresh classifier on
 them and tests it on the real test split); an unconditional one samples without labels (no CAS).
-Generated and real images are fitted to the feature network's input size the same way (centre
-square, antialiased bicubic), and every report names the feature network.
+The feature network fits generated and real images to its input size the same way (centre
+square, antialiased bicubic for a classifier; 299 px for Inception), and every report names it.
 """
 import time
 
@@ -48,11 +48,7 @@ def sample_row(args, model, sampler, net, real, real_labels, real_feats) -> dict
     """Sample --n images with `sampler` and measure them against the real set."""
     import torch
 
-    from ..data.resize import fit_square
-    from ..eval.cas import classification_accuracy_score
-    from ..eval.frechet import feature_statistics, frechet_distance
-    from ..eval.inception_score import inception_score
-    from ..eval.precision_recall import precision_recall
+    from ..eval.generation_report import generation_metrics
     from ..generation import generate
     from ..methods.classifier import ClassifierConfig
 
@@ -61,18 +57,15 @@ def sample_row(args, model, sampler, net, real, real_labels, real_feats) -> dict
     samples = generate(model, args.n, labels, sampler=sampler, generator=torch.Generator().manual_seed(args.seed),
                        batch_size=args.batch_size)
     seconds = time.perf_counter() - started
-    feats, logits = net.features_and_logits(fit_square(samples, args.net_size))
-    row = {"steps": sampler.steps, "schedule": sampler.schedule, "seconds": seconds, "images_per_s": args.n / seconds,
-           "fid": frechet_distance(*feature_statistics(feats), *feature_statistics(real_feats)),
-           "inception_score": None if logits is None else inception_score(logits.double().softmax(1))[0]}
-    pr = precision_recall(real_feats, feats)
-    row.update(precision=pr.precision, recall=pr.recall, cas=None)
-    if args.cas and labels is not None:
-        side = samples.shape[-1]
-        config = ClassifierConfig(img_size=side, in_chans=samples.shape[1], num_classes=model.num_classes)
-        row["cas"] = classification_accuracy_score(samples, labels, real, real_labels, config, seed=args.seed,
-                                                   progress=False).accuracy
-    return row
+    cas_config = None
+    if args.cas and labels is not None:  # CAS trains on the samples at their own size
+        cas_config = ClassifierConfig(img_size=samples.shape[-1], in_chans=samples.shape[1],
+                                      num_classes=model.num_classes)
+    metrics = generation_metrics(samples, real, net, labels, real_labels, cas_config, real_features=real_feats,
+                                 cas_kwargs={"seed": args.seed, "progress": False})
+    score = metrics["inception_score"]
+    return {**metrics, "steps": sampler.steps, "schedule": sampler.schedule, "images_per_s": args.n / seconds,
+            "inception_score": None if score is None else score[0]}
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -90,9 +83,8 @@ def format_rows(rows: list[dict]) -> str:
 def run(args) -> None:
     import torch
 
-    from ..data.resize import fit_square
     from ..errors import ConfigError
-    from ..eval.feature_network import FeatureNetwork, expected_input
+    from ..eval.feature_network import FeatureNetwork
     from ..generation import MaskedTokenSampler
     from .generate import load_token_model
 
@@ -105,10 +97,8 @@ def run(args) -> None:
     model, config = load_token_model(args)
     if args.feature_net.endswith((".pt", ".pth", ".jit", ".ts")):
         net = FeatureNetwork.from_torchscript(args.feature_net)
-        args.net_size = 299
     else:
         net = FeatureNetwork.from_checkpoint(args.feature_net)
-        args.net_size = (expected_input(net.module) or (0, 0, 0))[-1] or model.tokenizer.config.img_size
     samplers = []
     for steps in parse_list(args.steps, int, "--steps"):
         for schedule in parse_list(args.schedule, str, "--schedule"):
@@ -119,7 +109,7 @@ def run(args) -> None:
             except ValueError as err:
                 raise ConfigError(str(err)) from None
     real, real_labels = real_images(args, config)
-    real_feats = net.features(fit_square(real, args.net_size), progress=True)
+    real_feats = net.features(real, progress=True)
     print(f"model {config.method} ({args.checkpoint}); feature network: {net.name}; {args.n} samples "
           f"{'balanced over ' + str(model.num_classes) + ' classes' if model.num_classes else 'unconditional'} vs "
           f"{len(real)} real {args.split} images; choice temperature {args.choice_temperature}, "

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data.resize import fit_square
 from ..errors import CheckpointError, MimkitError
 from .features import model_device
 
@@ -58,15 +59,20 @@ class FeatureNetwork:
     def from_classifier(cls, model: nn.Module, name: str | None = None, batch_size: int = 512) -> "FeatureNetwork":
         """A model with `features(images, pool="mean") -> (B, D)` and (optionally, for IS)
         `logits(images) -> (B, C)`, or both at once from `features_and_logits(images)` (mimkit's
-        Classifier); images must have the model's input size."""
+        Classifier). Images of another size are fitted to its square input
+        (`mimkit.data.resize.fit_square`: centre square, antialiased bicubic); another channel
+        count is an error."""
         if not hasattr(model, "features"):
             raise TypeError(f"{type(model).__name__} has no features(images, pool) method")
         expected = expected_input(model)
 
         def run(images):
             if expected is not None and tuple(images.shape[1:]) != expected:
-                raise ValueError(f"the feature network takes images (N, {', '.join(map(str, expected))}), got "
-                                 f"{tuple(images.shape)}; resize the images or use a network trained at their size")
+                c, h, w = expected
+                if images.shape[1] != c or h != w:
+                    raise ValueError(f"the feature network takes images (N, {c}, {h}, {w}), got "
+                                     f"{tuple(images.shape)}; convert the channels or use a network trained on them")
+                images = fit_square(images, h)  # as the Inception path resizes to 299
             if hasattr(model, "features_and_logits"):
                 return model.features_and_logits(images)
             return model.features(images, pool="mean"), model.logits(images) if hasattr(model, "logits") else None

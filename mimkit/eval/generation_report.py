@@ -34,7 +34,8 @@ def _check_images(images: torch.Tensor, which: str) -> None:
 def generation_metrics(generated: torch.Tensor, real: torch.Tensor, feature_net: FeatureNetwork,
                        labels_generated: torch.Tensor | None = None, real_labels: torch.Tensor | None = None,
                        cas_config: ClassifierConfig | None = None, *, k: int = 3, splits: int = 10,
-                       cas_kwargs: dict | None = None, progress: bool = False) -> dict:
+                       cas_kwargs: dict | None = None, progress: bool = False,
+                       real_features: torch.Tensor | None = None) -> dict:
     """FID, Inception Score, precision/recall (and CAS) of generated images against real ones.
 
     Args:
@@ -45,6 +46,8 @@ def generation_metrics(generated: torch.Tensor, real: torch.Tensor, feature_net:
             the labelled samples and tests it on the labelled real images.
         k: neighbourhood size of precision/recall. splits: IS splits (capped at N).
         cas_kwargs: passed to `classification_accuracy_score` (epochs, lr, seed, num_threads, ...).
+        real_features: feature_net's features of `real` (M, D) when already computed (several
+            sample sets against one real set); `real` is then only used for CAS.
 
     Returns:
         {"feature_network": name, "num_generated": N, "num_real": M, "fid": float,
@@ -57,7 +60,7 @@ def generation_metrics(generated: torch.Tensor, real: torch.Tensor, feature_net:
         raise ValueError("CAS needs labels_generated (the classes the samples were generated for) and "
                          "real_labels; pass both, or cas_config=None to skip CAS")
     gen_feats, gen_logits = feature_net.features_and_logits(generated, progress, desc="generated features")
-    real_feats = feature_net.features(real, progress)
+    real_feats = feature_net.features(real, progress) if real_features is None else real_features
     fid = frechet_distance(*feature_statistics(gen_feats), *feature_statistics(real_feats))
     pr = precision_recall(real_feats, gen_feats, k=k)
     score = None
