@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..nn import Block, Linear, PatchEmbed, gather_tokens, patchify, random_masking, sincos_2d, to_pair, unpatchify
+from ..nn import (Block, Linear, PatchEmbed, gather_tokens, patchify, pool_tokens, random_masking, sincos_2d, to_pair,
+                  unpatchify)
 from .output import Output
 from .pixel_statistics import check_pixel_statistics, register_pixel_statistics
 
@@ -213,11 +214,7 @@ class MAE(nn.Module):
         in_order = torch.arange(length, device=images.device, dtype=torch.float32).expand(n, -1)
         # increasing noise keeps every patch in image order and leaves the global RNG untouched
         latent, _, _ = self.forward_encoder(self.normalize(images), 0.0, noise=in_order)
-        if pool == "cls":
-            return latent[:, 0]
-        if pool == "mean":
-            return latent[:, 1:].mean(dim=1)
-        raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        return pool_tokens(latent, pool)
 
 
 # ------------------------------------------------------------------ presets

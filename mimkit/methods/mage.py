@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..nn import Block, Linear, TiedTokenHead, TokenEmbedding, gather_tokens, truncated_normal_ratio
+from ..nn import Block, Linear, TiedTokenHead, TokenEmbedding, gather_tokens, pool_tokens, truncated_normal_ratio
 from .maskgit import init_token_transformer, validate_transformer
 from .output import Output
 from .token_model import MaskedTokenModel, TokenModelConfig
@@ -190,12 +190,7 @@ class MAGE(MaskedTokenModel):
     def features(self, images: torch.Tensor, pool: str = "mean") -> torch.Tensor:
         """images (N, C, H, W) in [0, 1] -> (N, D): the average-pooled encoder output over the image
         tokens with no mask and no label (pool="mean"), or its class position (pool="cls")."""
-        latent = self.encode(self.batch_tokens(None, images), None)
-        if pool == "mean":
-            return latent[:, 1:].mean(1)
-        if pool == "cls":
-            return latent[:, 0]
-        raise ValueError(f"pool must be 'mean' or 'cls', got {pool!r}")
+        return pool_tokens(self.encode(self.batch_tokens(None, images), None), pool)
 
 
 # ------------------------------------------------------------------------------ presets

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..nn import SCHEDULES, Block, TiedTokenHead, TokenEmbedding, num_masked_for_training
+from ..nn import SCHEDULES, Block, TiedTokenHead, TokenEmbedding, num_masked_for_training, pool_tokens
 from .output import Output
 from .token_model import MaskedTokenModel, TokenModelConfig
 
@@ -126,12 +126,7 @@ class MaskGIT(MaskedTokenModel):
     def features(self, images: torch.Tensor, pool: str = "mean") -> torch.Tensor:
         """images (N, C, H, W) in [0, 1] -> (N, D): mean of the image tokens' hidden states with no
         mask and no label (pool="mean"), or the class position's (pool="cls")."""
-        hidden = self.hidden_states(self.batch_tokens(None, images), None)
-        if pool == "mean":
-            return hidden[:, 1:].mean(1)
-        if pool == "cls":
-            return hidden[:, 0]
-        raise ValueError(f"pool must be 'mean' or 'cls', got {pool!r}")
+        return pool_tokens(self.hidden_states(self.batch_tokens(None, images), None), pool)
 
 
 # ------------------------------------------------------------------------------ presets

@@ -8,6 +8,7 @@ from .mask_schedules import SCHEDULES, mask_fraction, num_masked_for_training, t
 from .masking import MaskedSequence, gather_tokens, random_masking
 from .mlp import Mlp
 from .patch_embed import PatchEmbed, patchify, to_pair, unpatchify
+from .pool import pool_tokens
 from .pos_embed import sincos_1d, sincos_2d
 from .token_embedding import TokenEmbedding
 from .token_head import TiedTokenHead
@@ -16,4 +17,4 @@ from .vector_quantizer import QuantizerOutput, VectorQuantizer, kmeans
 __all__ = ["Attention", "plain_attention", "Block", "DropPath", "LayerScale", "Linear", "linear", "SCHEDULES", "mask_fraction", "num_masked_for_training",
            "truncated_normal_ratio", "MaskedSequence",
            "gather_tokens", "random_masking", "Mlp", "PatchEmbed", "patchify", "to_pair",
-           "unpatchify", "sincos_1d", "sincos_2d", "TokenEmbedding", "TiedTokenHead", "QuantizerOutput", "VectorQuantizer", "kmeans"]
+           "unpatchify", "pool_tokens", "sincos_1d", "sincos_2d", "TokenEmbedding", "TiedTokenHead", "QuantizerOutput", "VectorQuantizer", "kmeans"]
