@@ -39,7 +39,7 @@ test: $(STAMP) data
 	$(PY) -m pytest tests
 
 demo: $(STAMP) data
-	$(VENV)/bin/mimkit train mae_demo_fmnist --out $(DEMO_DIR)
+	$(VENV)/bin/mimkit train mae_demo_fmnist train.overwrite=true --out $(DEMO_DIR)
 	$(VENV)/bin/mimkit reconstruct $(DEMO_DIR) --data fashion-mnist --split test --n 12 --out $(DEMO_DIR)/reconstruction.png
 	$(VENV)/bin/mimkit eval probes $(DEMO_DIR) --data fashion-mnist --pool both | tee $(DEMO_DIR)/probes.txt
 

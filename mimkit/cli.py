@@ -8,8 +8,8 @@
     mimkit tokenize TOKENIZER_CKPT --data fashion-mnist --crops 2 --out CACHE
     mimkit generate|inpaint|outpaint|edit CKPT ... --out grid.png
 
-Each sub-command lives in mimkit/commands/. Errors a user can cause (MimkitError) print one line
-and exit with status 2; anything else is a bug and keeps its traceback.
+Each sub-command lives in mimkit/commands/. Errors a user can cause (MimkitError, and argparse's
+usage errors) print one line and exit with status 2; anything else is a bug and keeps its traceback.
 """
 import argparse
 import sys
@@ -17,10 +17,24 @@ import sys
 from .errors import MimkitError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with usage errors as one line (no usage block); sub-parsers inherit the class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def one_line(message: str) -> str:
+    """A message on one line: its lines joined with '; ', other control characters (which may
+    come from the user's own arguments) escaped."""
+    text = "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in message)
+    return "; ".join(line.strip() for line in text.split("\n") if line.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .commands import COMMANDS
 
-    parser = argparse.ArgumentParser(prog="mimkit", description="Masked image modeling: train, picture, evaluate.",
+    parser = OneLineParser(prog="mimkit", description="Masked image modeling: train, picture, evaluate.",
                                      epilog="Run `mimkit COMMAND --help` for the options of a command.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
@@ -41,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except MimkitError as err:
-        print(f"mimkit: error: {err}", file=sys.stderr)
+        print(f"mimkit: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mimkit: interrupted", file=sys.stderr)

@@ -37,6 +37,8 @@ def run_config_from_dict(values: dict) -> RunConfig:
     if unknown:
         raise ConfigError(f"unknown key {sorted(unknown)[0]!r}; valid keys: method, model, data, optim, train")
     method = values.get("method", "mae")
+    if not isinstance(method, str):
+        raise ConfigError(f"method must be a method name (a string), got {method!r}")
     entry = method_entry(method)
     return RunConfig(
         method=method,
@@ -45,6 +47,19 @@ def run_config_from_dict(values: dict) -> RunConfig:
         optim=from_dict(OptimConfig, values.get("optim", {}) or {}, "optim"),
         train=from_dict(TrainConfig, values.get("train", {}) or {}, "train"),
     )
+
+
+def check_image_size(config: RunConfig) -> None:
+    """For training: the model's img_size (when it has one) must be the side data.image_size gives
+    the images (a config may hold other sizes, e.g. a model evaluated at another resolution)."""
+    img_size = getattr(config.model, "img_size", None)
+    if img_size is None:
+        return
+    sizes = list(img_size) if isinstance(img_size, (tuple, list)) else [img_size, img_size]
+    side = config.data.image_size
+    if sizes != [side, side]:
+        raise ConfigError(f"data.image_size={side} but model.img_size={img_size}: the model is fed "
+                          "data.image_size images; set both to the same value")
 
 
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:

@@ -18,3 +18,8 @@ class DataError(MimkitError):
 
 class CheckpointError(MimkitError):
     """A checkpoint is missing, unsafe or does not match its model."""
+
+
+class TrainingError(MimkitError):
+    """Training cannot go on (e.g. the loss stayed non-finite); the message names the step and
+    the last good checkpoint."""

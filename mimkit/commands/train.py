@@ -2,15 +2,21 @@
 
 
 def run(args) -> None:
-    from ..config import load_config
+    from ..config import check_image_size, load_config
+    from ..engine.run_dir import SKIPPED_FILE
     from ..train import train
 
     overrides = list(args.overrides)
     if args.out:
         overrides.append(f"train.out_dir={args.out}")
     config = load_config(args.config, overrides)
+    check_image_size(config)
     run_dir = train(config, resume=args.resume)
     print(f"checkpoints, log.csv and pictures in {run_dir}")
+    skipped = run_dir / SKIPPED_FILE
+    if skipped.is_file():
+        count = len(skipped.read_text().splitlines())
+        print(f"skipped {count} unreadable image file(s) (data.on_error=skip); they are listed in {skipped}")
 
 
 def register(sub) -> None:

@@ -18,6 +18,8 @@ class DataConfig:
     crop_scale / hflip / augment: RandomResizedCrop(scale) + horizontal flip, batched on tensors.
     crop_ratio: aspect-ratio range (width / height) of the RandomResizedCrop boxes.
     on_error: "raise" (stop naming the file) or "skip" (skip unreadable images and count them).
+    max_image_pixels: image files with more pixels are refused before decoding (decompression bombs).
+    min_image_size: image files with a shorter side are refused (0 = one patch of the model, when training).
     limit: use only the first `limit` images (0 = all).
     num_workers: DataLoader workers for decoded-on-the-fly sources (folders).
     views: 1, or 2 for two views of every image (MAGE-C): two independent augmentations
@@ -36,6 +38,8 @@ class DataConfig:
     num_workers: int = 0
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     views: int = 1
+    max_image_pixels: int = 50_000_000
+    min_image_size: int = 0
 
     def validate(self, prefix: str = "data") -> None:
         if not self.name:
@@ -55,6 +59,8 @@ class DataConfig:
             raise ConfigError(f"{prefix}.on_error must be raise or skip, got {self.on_error!r}")
         if self.views not in (1, 2):
             raise ConfigError(f"{prefix}.views must be 1 or 2, got {self.views}")
-        for name in ("limit", "num_workers"):
+        if self.max_image_pixels < 1:
+            raise ConfigError(f"{prefix}.max_image_pixels must be >= 1, got {self.max_image_pixels}")
+        for name in ("limit", "num_workers", "min_image_size"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{prefix}.{name} must be >= 0, got {getattr(self, name)}")

@@ -8,6 +8,10 @@ Mode rule (then mimkit.data.channels.to_channels picks the requested channel cou
   P, PA, CMYK, YCbCr, LAB, HSV, ... -> PIL's conversion to RGB, or RGBA when the image has
   transparency (CMYK -> RGB is R = (1 - C)(1 - K), ...).
 EXIF orientation is applied first; JPEGs are decoded at reduced scale when much larger than S.
+
+Before any pixel is decoded, the size in the header is checked: more than `max_pixels` pixels
+(a decompression bomb: a small file that would decode to gigabytes) or a side shorter than
+`min_side` (e.g. smaller than one patch) raises UnusableImage.
 """
 import os
 
@@ -19,6 +23,20 @@ from .channels import to_channels
 from .resize import fit_square
 
 DIRECT_MODES = ("L", "LA", "RGB", "RGBA")
+MAX_PIXELS = 50_000_000
+
+
+class UnusableImage(ValueError):
+    """A readable image file that cannot be used: too many pixels or too small."""
+
+
+def check_size(width: int, height: int, max_pixels: int = MAX_PIXELS, min_side: int = 1) -> None:
+    """UnusableImage unless min_side <= width, height and width * height <= max_pixels."""
+    if width * height > max_pixels:
+        raise UnusableImage(f"{width}x{height} is {width * height / 1e6:.1f} megapixels, more than "
+                            f"data.max_image_pixels={max_pixels} (decompression-bomb guard)")
+    if min(width, height) < min_side:
+        raise UnusableImage(f"{width}x{height} is smaller than {min_side}x{min_side} (one patch)")
 
 
 def pil_to_array(img: Image.Image) -> np.ndarray:
@@ -40,13 +58,15 @@ def pil_to_array(img: Image.Image) -> np.ndarray:
     return array[:, :, None] if array.ndim == 2 else array
 
 
-def decode_image(path: str | os.PathLike, channels: int, size: int) -> torch.Tensor:
+def decode_image(path: str | os.PathLike, channels: int, size: int, max_pixels: int = MAX_PIXELS,
+                 min_side: int = 1) -> torch.Tensor:
     """Image file -> float32 (channels, size, size) in [0, 1].
 
-    Raises whatever PIL raises for an unreadable file (the caller decides raise vs skip), or
-    DataError when the channel conversion is impossible.
+    Raises whatever PIL raises for an unreadable file, UnusableImage for one outside the size
+    limits (the caller decides raise vs skip), or DataError when the channel conversion is impossible.
     """
     with Image.open(path) as img:
+        check_size(*img.size, max_pixels, min_side)
         img.draft(img.mode, (size, size))  # JPEG only: decode at the smallest scale >= size
         img.load()
         ImageOps.exif_transpose(img, in_place=True)

@@ -14,12 +14,14 @@ BUILTINS = ("fashion-mnist", "digits")
 CHOICES = "fashion-mnist, digits, or a path to an image folder, a .npy/.npz file or an IDX file (.gz allowed)"
 
 
-def build_dataset(cfg: DataConfig, channels: int, split: str | None = None):
+def build_dataset(cfg: DataConfig, channels: int, split: str | None = None, min_side: int = 1):
     """The dataset of `cfg.name` with items {"images": float32 (channels, S, S), "labels": int64 0-d},
     or for a token cache folder a TokenCacheDataset with items {"tokens": (h, w), "labels"}.
 
     split: "train" / "test" for the built-ins (default cfg.split); ignored for paths.
     cfg.limit keeps the first `limit` images. Errors name the valid choices.
+    min_side: shortest image side an image folder accepts when cfg.min_image_size is 0 (training
+    passes the model's patch size).
     """
     cfg.validate("data")
     split = split or cfg.split
@@ -36,7 +38,8 @@ def build_dataset(cfg: DataConfig, channels: int, split: str | None = None):
         if (path / MANIFEST_FILE).is_file():
             return TokenCacheDataset(path, pairs=cfg.views == 2)
         if path.is_dir():
-            return ImageFolder(path, channels, cfg.image_size, cfg.on_error, cfg.limit)
+            return ImageFolder(path, channels, cfg.image_size, cfg.on_error, cfg.limit, cfg.max_image_pixels,
+                               cfg.min_image_size or min_side)
         if not path.is_file():
             raise DataError(f"data.name {name!r} is neither a built-in dataset nor an existing path; "
                             f"choose {CHOICES}")

@@ -7,7 +7,7 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
 from .collate import SkippedItem
-from .decode import decode_image
+from .decode import MAX_PIXELS, decode_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
                     ".ppm", ".pgm", ".pbm", ".pnm")
@@ -33,10 +33,12 @@ class ImageFolder(Dataset):
     on_error: "raise" -> DataError naming an unreadable file; "skip" -> the item is a SkippedItem,
     which collate_skipping drops and ResumableLoader counts.
     limit: keep only the first `limit` files in sorted order (0 = all).
+    max_pixels / min_side: size limits checked before decoding (see mimkit.data.decode); files
+    outside them count as unreadable.
     """
 
     def __init__(self, root: str | os.PathLike, channels: int, image_size: int, on_error: str = "raise",
-                 limit: int = 0):
+                 limit: int = 0, max_pixels: int = MAX_PIXELS, min_side: int = 1):
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be raise or skip, got {on_error!r}")
         self.root = Path(root).expanduser()
@@ -57,6 +59,7 @@ class ImageFolder(Dataset):
         keep = limit or len(files)
         self.files, self.labels = [str(f) for f in files[:keep]], labels[:keep]
         self.channels, self.image_size, self.on_error = channels, image_size, on_error
+        self.max_pixels, self.min_side = max_pixels, min_side
 
     def __len__(self) -> int:
         return len(self.files)
@@ -64,7 +67,7 @@ class ImageFolder(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor] | SkippedItem:
         path = self.files[index]
         try:
-            image = decode_image(path, self.channels, self.image_size)
+            image = decode_image(path, self.channels, self.image_size, self.max_pixels, self.min_side)
         except DataError:
             raise
         except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)

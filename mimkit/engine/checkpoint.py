@@ -7,11 +7,19 @@ Layout of a run folder:
 A checkpoint folder is assembled under a temporary name and renamed into place only when every
 file is written and flushed, and `latest` is replaced atomically after that, so a process killed
 at any moment leaves the previous checkpoint intact and `latest` pointing at a complete one.
+Folders are deleted (re-saved step, pruning) by first renaming them to a hidden `.trash-` name,
+so no half-deleted `step_*` folder is ever visible; leftovers of a killed save are removed by the
+next save.
+
+Test hook: when the environment variable MIMKIT_TEST_SAVE_DELAY is set to a number of seconds,
+save_checkpoint sleeps that long after writing model.safetensors into the temporary folder, so a
+crash test can kill the process in the middle of a checkpoint write (tests/test_crash_safety.py).
 """
 import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -23,6 +31,7 @@ MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 STATE_FILE = "trainer_state.pt"
 LATEST_FILE = "latest"
+SAVE_DELAY_ENV = "MIMKIT_TEST_SAVE_DELAY"
 
 
 def fsync_file(path: Path) -> None:
@@ -30,9 +39,17 @@ def fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and os.replace."""
+    """Write `text` to `path` through a temporary file in the same folder and os.replace
+    (with the permissions a plain open() would give, not mkstemp's 0600)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(fd, 0o666 & ~current_umask())
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
         handle.flush()
@@ -47,39 +64,83 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a rename/creation inside `path` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def discard(folder: Path) -> None:
+    """Delete `folder` without ever leaving it half-deleted under its own name."""
+    trash = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".trash-"))
+    os.rename(folder, trash / folder.name)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def remove_leftovers(root: Path) -> None:
+    """Temporary and trash folders a killed save left behind."""
+    for leftover in root.glob(".*"):
+        if leftover.is_dir() and (".tmp-" in leftover.name or leftover.name.startswith(".trash-")):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, config: dict,
                     trainer_state: dict | None = None, keep: int = 0) -> Path:
     """Write RUN/checkpoints/step_{step:08d} atomically, point `latest` at it, and delete all but
     the newest `keep` checkpoints (0 = keep all). Returns the checkpoint folder."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(root)
     final = root / f"step_{step:08d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.tmp-"))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700
     save_file(model_state(model), str(tmp / MODEL_FILE), metadata={"format": "pt", "step": str(step)})
+    delay = os.environ.get(SAVE_DELAY_ENV)
+    if delay:  # test hook (see the module docstring)
+        time.sleep(float(delay))
     (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     if trainer_state is not None:
         torch.save(trainer_state, tmp / STATE_FILE)
     for name in os.listdir(tmp):
         fsync_file(tmp / name)
+    fsync_dir(tmp)
     if final.exists():  # re-saving a step (e.g. after resume): move the old one out first
-        shutil.rmtree(final)
+        discard(final)
     os.rename(tmp, final)
+    fsync_dir(root)
     write_text_atomic(root / LATEST_FILE, final.name + "\n")
+    fsync_dir(root)
     if keep > 0:
         for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            discard(old)
     return final
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint folder of a run, or None when it has none."""
+def is_complete(folder: Path, need_state: bool = False) -> bool:
+    """Whether `folder` holds a whole checkpoint (weights + config, and the resume state if asked)."""
+    names = (MODEL_FILE, CONFIG_FILE) + ((STATE_FILE,) if need_state else ())
+    return all((folder / name).is_file() for name in names)
+
+
+def latest_checkpoint(run_dir: str | Path, need_state: bool = False) -> Path | None:
+    """The newest complete checkpoint folder of a run (with trainer_state.pt when `need_state`),
+    or None when it has none. `latest` is trusted only when it names a complete folder."""
     root = Path(run_dir) / "checkpoints"
     pointer = root / LATEST_FILE
     if pointer.is_file():
-        candidate = root / pointer.read_text().strip()
-        if (candidate / MODEL_FILE).is_file():
+        name = pointer.read_text().strip()
+        candidate = root / name
+        if name.startswith("step_") and is_complete(candidate, need_state):
             return candidate
-    complete = sorted(p for p in root.glob("step_*") if (p / CONFIG_FILE).is_file() and (p / MODEL_FILE).is_file())
+    complete = sorted(p for p in root.glob("step_*") if is_complete(p, need_state))
     return complete[-1] if complete else None
 
 
@@ -146,5 +207,6 @@ def load_trainer_state(ckpt_dir: Path) -> dict:
         raise CheckpointError(f"{ckpt_dir} has no {STATE_FILE}; it cannot be resumed (weights-only checkpoint)")
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"cannot read {file}: {err}") from None
+    except Exception as err:  # torch's messages here run to many lines: name the type only
+        raise CheckpointError(f"cannot read {file} ({type(err).__name__}): it is corrupt or not a mimkit trainer "
+                              f"state; delete {ckpt_dir} to resume from the checkpoint before it") from None

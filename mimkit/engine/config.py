@@ -39,6 +39,9 @@ class TrainConfig:
     device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
     precision: "fp32" or "bf16" (autocast; for GPUs - slower than fp32 on most CPUs).
     out_dir: run folder (checkpoints/, log.csv, pictures/). ckpt_every/log_every/picture_every: in steps (0 = off).
+    max_nonfinite_steps: consecutive non-finite-loss steps (each skipped, no update) before training stops.
+    overwrite: a fresh (not --resume) run into an out_dir that already holds checkpoints replaces them
+               when true; when false (default) it is refused, so no run is lost by accident.
     """
 
     steps: int = 1000
@@ -55,13 +58,17 @@ class TrainConfig:
     compile: bool = False
     threads: int = 0
     progress: bool = True
+    max_nonfinite_steps: int = 20
+    overwrite: bool = False
 
     def validate(self, prefix: str = "train") -> None:
-        for name in ("steps", "batch_size", "accum_steps"):
+        for name in ("steps", "batch_size", "accum_steps", "max_nonfinite_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{prefix}.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("ckpt_every", "log_every", "picture_every", "threads", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{prefix}.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.out_dir.strip():
+            raise ConfigError(f"{prefix}.out_dir is empty; give the run folder, e.g. {prefix}.out_dir=runs/my_run")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"{prefix}.precision must be fp32 or bf16, got {self.precision!r}")

@@ -1,25 +1,44 @@
 """Training logs: a CSV file (always) and TensorBoard (when installed)."""
 import csv
+import io
 import math
 from pathlib import Path
+
+from .checkpoint import write_text_atomic
+
+
+def read_rows(path: Path) -> tuple[list[str], list[dict]]:
+    """(header, complete rows) of a log.csv; a row cut short (or garbled) by a kill is left out."""
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+        columns = list(reader.fieldnames or [])
+    return columns, [r for r in rows if None not in r and None not in r.values() and is_step(r.get("step"))]
+
+
+def is_step(text: str | None) -> bool:
+    try:
+        return float(text).is_integer()
+    except (TypeError, ValueError):
+        return False
 
 
 class RunLog:
     """Append rows of scalars to RUN/log.csv (columns fixed by the first row) and to TensorBoard.
 
-    On resume, rows logged after the resumed step are dropped so the file reads like one run.
+    On resume, rows logged after the resumed step (a killed run logs steps past its last
+    checkpoint) and rows cut short by a kill are dropped, so the file holds each step once and
+    reads like one run. Whole-file rewrites go through a temporary file and os.replace.
     """
 
     def __init__(self, run_dir: str | Path, resume_step: int | None = None, tensorboard: bool = True):
         self.path = Path(run_dir) / "log.csv"
         self.columns: list[str] | None = None
         if resume_step is not None and self.path.is_file():
-            with open(self.path, newline="") as handle:
-                rows = list(csv.DictReader(handle))
-            if rows:
-                self.columns = list(rows[0].keys())
-                kept = [r for r in rows if int(float(r["step"])) <= resume_step]
-                self.write_all(kept)
+            columns, rows = read_rows(self.path)
+            if columns:
+                self.columns = columns
+                self.write_all([r for r in rows if int(float(r["step"])) <= resume_step])
         elif self.path.exists():
             self.path.unlink()
         self.writer = None
@@ -32,10 +51,11 @@ class RunLog:
                 self.writer = None
 
     def write_all(self, rows: list[dict]) -> None:
-        with open(self.path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.columns)
-            writer.writeheader()
-            writer.writerows(rows)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(self.path, text.getvalue())
 
     def log(self, step: int, values: dict[str, float]) -> None:
         row = {"step": step, **{k: (float(v) if not isinstance(v, str) else v) for k, v in values.items()}}
@@ -44,8 +64,7 @@ class RunLog:
             self.write_all([])
         extra = [k for k in row if k not in self.columns]
         if extra:  # a new column appears: rewrite the file with it
-            with open(self.path, newline="") as handle:
-                rows = list(csv.DictReader(handle))
+            rows = read_rows(self.path)[1]
             self.columns += extra
             self.write_all(rows)
         with open(self.path, "a", newline="") as handle:

@@ -7,8 +7,17 @@ It owns the optimiser (AdamW, MAE param groups, lr = blr * effective batch / 256
 warmup + half-cosine schedule, gradient accumulation and clipping, device and bf16 autocast,
 seeding, atomic checkpoints with everything needed for an exact resume, CSV/TensorBoard logs, a
 progress bar and periodic callbacks.
+
+Non-finite losses: a step whose loss (or, with clipping, gradient norm) is NaN/inf is skipped -
+no optimizer update, gradients dropped - and counted (log column `nonfinite_steps`, the total so
+far); after train.max_nonfinite_steps such steps in a row, TrainingError names the step and the
+last good checkpoint (the weights are never touched by a bad step, so that checkpoint is sound).
+Run folder (mimkit.engine.run_dir): checked writable before anything is written; a fresh run into
+a folder holding checkpoints is refused unless train.overwrite; a fresh run that fails before its
+first checkpoint removes the folder it created.
 """
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -17,11 +26,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import RunConfig, to_dict
-from ..errors import MimkitError
-from .checkpoint import latest_checkpoint, load_trainer_state, load_weights, save_checkpoint
+from ..errors import CheckpointError, ConfigError, TrainingError
+from .checkpoint import latest_checkpoint, load_trainer_state, load_weights, read_config, save_checkpoint
 from .device import autocast, pick_device
 from .optim import build_adamw, scaled_lr, warmup_cosine
 from .rng import rng_state, seed_everything, set_rng_state
+from .run_dir import check_writable_dir, refuse_or_clear_old_run, write_skipped
 from .run_log import RunLog
 
 
@@ -52,32 +62,62 @@ class Trainer:
         self.optimizer = build_adamw(self.model, self.peak_lr, self.oc.weight_decay, self.oc.betas, self.oc.eps)
         self.loader = ResumableLoader(dataset, self.tc.batch_size, seed=self.tc.seed, num_workers=config.data.num_workers)
         self.step = 0
+        self.nonfinite_total = 0  # skipped steps so far
+        self.nonfinite_run = 0  # skipped steps in a row, up to the current one
         self.forward = torch.compile(self.model) if self.tc.compile else self.model
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict:
         """Everything besides the weights that an exact resume needs."""
         return {"step": self.step, "optimizer": self.optimizer.state_dict(), "loader": self.loader.state_dict(),
-                "rng": rng_state(), "peak_lr": self.peak_lr}
+                "rng": rng_state(), "peak_lr": self.peak_lr,
+                "nonfinite": {"total": self.nonfinite_total, "run": self.nonfinite_run},
+                "skipped_images": self.loader.skipped_count}
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.loader.load_state_dict(state["loader"])
         set_rng_state(state["rng"])
+        nonfinite = state.get("nonfinite", {})  # absent in checkpoints of older versions
+        self.nonfinite_total, self.nonfinite_run = int(nonfinite.get("total", 0)), int(nonfinite.get("run", 0))
+        self.loader.skipped_count = int(state.get("skipped_images", 0))
 
     def save(self) -> Path:
-        return save_checkpoint(self.run_dir, self.step, self.model, to_dict(self.config), self.state_dict(),
-                               keep=self.tc.keep_checkpoints)
+        try:
+            return save_checkpoint(self.run_dir, self.step, self.model, to_dict(self.config), self.state_dict(),
+                                   keep=self.tc.keep_checkpoints)
+        except OSError as err:  # disk full, folder removed or made read-only under us, ...
+            raise CheckpointError(f"cannot write the checkpoint of step {self.step} under {self.run_dir}: "
+                                  f"{err.strerror or err}; the previous checkpoint is intact") from None
 
     def resume(self) -> bool:
         """Load RUN/checkpoints/latest if there is one; returns whether it did."""
-        ckpt = latest_checkpoint(self.run_dir)
+        ckpt = latest_checkpoint(self.run_dir, need_state=True)
         if ckpt is None:
             return False
-        load_weights(self.model, ckpt)
+        try:
+            load_weights(self.model, ckpt)
+        except CheckpointError:
+            self.name_model_difference(read_config(ckpt), ckpt)
+            raise
         self.load_state_dict(load_trainer_state(ckpt))
         return True
+
+    def name_model_difference(self, saved: dict, ckpt: Path) -> None:
+        """CheckpointError naming the model settings that differ between `ckpt` and this run
+        (called when the weights do not fit; returns when none differs)."""
+        mine = to_dict(self.config)
+        if saved.get("method") != mine["method"]:
+            raise CheckpointError(f"cannot resume from {ckpt}: it is a {saved.get('method')} run, this is "
+                                  f"{mine['method']}; choose another train.out_dir")
+        theirs, ours = saved.get("model") or {}, mine["model"]
+        differ = [f"model.{k}={theirs.get(k)!r} there, {ours.get(k)!r} here"
+                  for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
+        if differ:
+            raise CheckpointError(f"cannot resume from {ckpt}, its weights do not fit this run's model: "
+                                  f"{', '.join(differ[:3])}; resume with the run's own settings "
+                                  "or choose another train.out_dir")
 
     # ------------------------------------------------------------- loop
     def lr_at(self, step: int) -> float:
@@ -92,8 +132,9 @@ class Trainer:
                 batch["images_2"] = self.augment(images)
         return batch
 
-    def train_step(self) -> dict[str, torch.Tensor]:
-        """One optimiser step over accum_steps micro-batches; returns the step's mean logs."""
+    def train_step(self) -> dict[str, torch.Tensor] | None:
+        """One optimiser step over accum_steps micro-batches; returns the step's mean logs, or None
+        when the loss or gradient norm was non-finite and the step was skipped (no update)."""
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -103,48 +144,86 @@ class Trainer:
             with autocast(self.device, self.tc.precision):
                 out = self.forward(**batch)
             if not torch.isfinite(out.loss):
-                raise MimkitError(f"non-finite loss {out.loss.item()} at step {self.step}; last good checkpoint: "
-                                  f"{latest_checkpoint(self.run_dir) or 'none'}. Lower optim.blr or check the data.")
+                return self.skip_step(f"loss {out.loss.item()}")
             (out.loss / self.tc.accum_steps).backward()
             for key, value in out.logs.items():
                 totals[key] = totals.get(key, 0.0) + torch.as_tensor(value, dtype=torch.float32).detach()
         if self.oc.clip_grad > 0:
             totals["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.oc.clip_grad)
+            if not torch.isfinite(totals["grad_norm"]):
+                return self.skip_step(f"gradient norm {totals['grad_norm'].item()}")
+        self.nonfinite_run = 0
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         logs = {k: v / self.tc.accum_steps if k != "grad_norm" else v for k, v in totals.items()}
         logs["lr"] = torch.tensor(lr)
         return logs
 
+    def skip_step(self, what: str) -> None:
+        """Drop the step's gradients and count it; TrainingError after max_nonfinite_steps in a row."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_total += 1
+        self.nonfinite_run += 1
+        if self.nonfinite_run >= self.tc.max_nonfinite_steps:
+            good = latest_checkpoint(self.run_dir, need_state=True)
+            raise TrainingError(
+                f"non-finite {what} at step {self.step + 1}, {self.nonfinite_run} steps in a row "
+                f"(train.max_nonfinite_steps={self.tc.max_nonfinite_steps}); last good checkpoint: "
+                f"{good if good is not None else 'none (no checkpoint yet)'}; lower optim.blr, "
+                "set optim.clip_grad or check the data, then resume with --resume")
+        return None
+
     def fit(self, resume: bool = False, stop_at: int | None = None) -> dict[str, float]:
         """Train until config.train.steps (or `stop_at`, checkpointing there). Returns the last logs."""
+        check_writable_dir(self.run_dir, "train.out_dir")
+        if not resume:
+            refuse_or_clear_old_run(self.run_dir, self.tc.overwrite)
         resumed = self.resume() if resume else False
         end = min(self.tc.steps, stop_at) if stop_at is not None else self.tc.steps
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        created = not self.run_dir.exists()
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"train.out_dir={self.run_dir} cannot be created: {err.strerror or err}") from None
+        try:
+            return self.loop(end, resumed)
+        except Exception:
+            # a fresh run that fails before its first checkpoint leaves no half-made run folder
+            if created and latest_checkpoint(self.run_dir) is None:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+
+    def loop(self, end: int, resumed: bool) -> dict[str, float]:
+        """The training loop from self.step to `end` (see `fit`)."""
         log = RunLog(self.run_dir, resume_step=self.step if resumed else None)
         self.model.train()
         bar = tqdm(total=end, initial=self.step, desc=f"train {self.config.method}", disable=not self.tc.progress,
                    dynamic_ncols=True, unit="step")
         window: dict[str, torch.Tensor] = {}
-        window_steps, window_start, last = 0, time.perf_counter(), {}
+        window_steps, good_steps, window_start, last = 0, 0, time.perf_counter(), {}
         try:
             while self.step < end:
                 logs = self.train_step()
                 self.step += 1
                 window_steps += 1
-                for key, value in logs.items():
-                    window[key] = window.get(key, 0.0) + value
+                if logs is not None:
+                    good_steps += 1
+                    for key, value in logs.items():
+                        window[key] = window.get(key, 0.0) + value
                 if self.step % max(self.tc.log_every, 1) == 0 or self.step == end:
                     elapsed = time.perf_counter() - window_start
-                    last = {k: float(v) / window_steps for k, v in window.items()}
+                    last = {k: float(v) / good_steps for k, v in window.items()}  # means over good steps
+                    last.setdefault("lr", self.lr_at(self.step - 1))  # a window of skipped steps only
                     last["images_per_s"] = window_steps * self.effective_batch / max(elapsed, 1e-9)
                     skipped = self.loader.skipped_count
                     if skipped:
                         last["skipped_images"] = skipped
+                    if self.nonfinite_total:
+                        last["nonfinite_steps"] = self.nonfinite_total
                     log.log(self.step, last)
                     bar.set_postfix(loss=f"{last.get('loss', math.nan):.4f}", lr=f"{last['lr']:.2e}",
                                     img_s=f"{last['images_per_s']:.0f}")
-                    window, window_steps, window_start = {}, 0, time.perf_counter()
+                    window, window_steps, good_steps, window_start = {}, 0, 0, time.perf_counter()
                 bar.update(1)
                 if self.tc.ckpt_every and self.step % self.tc.ckpt_every == 0 or self.step == end:
                     self.save()
@@ -157,4 +236,5 @@ class Trainer:
         finally:
             bar.close()
             log.close()
+            write_skipped(self.run_dir, self.loader.skipped_paths, resumed)
         return last
