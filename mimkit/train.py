@@ -63,14 +63,35 @@ def check_token_cache(model, dataset) -> None:
                         f"is {expected[:12]}; re-run `mimkit tokenize` with model.tokenizer's checkpoint")
 
 
+def resolve_teacher(config: RunConfig):
+    """For distilling tokenizers (a model config with `teacher_dim`, VQ-KD): the run config with
+    model.teacher_dim read from the loaded frozen teacher, and that teacher (else None)."""
+    model = config.model
+    if not hasattr(model, "teacher_dim"):
+        return config, None
+    from .nn import to_pair
+    from .tokenizers.teacher import load_teacher
+
+    teacher = load_teacher(model.teacher, "model.teacher")
+    _, dim = teacher.output_shape(model.in_chans, to_pair(model.img_size))
+    if model.teacher_dim and model.teacher_dim != dim:
+        raise ConfigError(f"model.teacher_dim={model.teacher_dim} but the teacher {model.teacher} gives {dim}-d "
+                          f"features; set model.teacher_dim={dim} or 0")
+    return dataclasses.replace(config, model=dataclasses.replace(model, teacher_dim=dim)), teacher
+
+
 def train(config: RunConfig, resume: bool = False) -> Path:
     """Pretrain the model `config` describes; returns the run folder."""
     config, tokenizer_ckpt = resolve_tokenizer(config)
+    config, teacher = resolve_teacher(config)
     torch.manual_seed(config.train.seed)  # the model's init is part of the seeded run
     model = build_model(config.method, config.model)
     if tokenizer_ckpt is not None:
         load_weights(model.tokenizer, tokenizer_ckpt)
-    dataset = build_dataset(config.data, channels=image_channels(config))
+    if teacher is not None:
+        model.attach_teacher(teacher)  # frozen, outside the state dict
+    dataset = build_dataset(config.data, channels=image_channels(config),
+                            min_side=getattr(config.model, "patch_size", None) or 1)
     check_token_cache(model, dataset)
     augment = None if isinstance(dataset, TokenCacheDataset) else build_augment(config.data)
     trainer = Trainer(model, config, dataset, augment=augment, callbacks=build_callbacks(model, config, dataset))

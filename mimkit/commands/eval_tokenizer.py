@@ -1,5 +1,6 @@
-"""`mimkit eval tokenizer CKPT [--data NAME]`: reconstruction PSNR and codebook usage of a tokenizer
-on the test split (reached through `mimkit eval`, whose parser lists `tokenizer` as a protocol)."""
+"""`mimkit eval tokenizer CKPT [--data NAME]`: reconstruction PSNR (VQGAN) or teacher cosine (VQ-KD,
+when its model.teacher can be loaded) and codebook usage of a tokenizer on the test split (reached
+through `mimkit eval`, whose parser lists `tokenizer` as a protocol)."""
 from .checkpoint_data import load_eval_data
 
 
@@ -11,12 +12,29 @@ def run(args) -> None:
     from ..eval import evaluate_tokenizer
 
     model, config = load_model(args.checkpoint)
-    if not all(hasattr(model, name) for name in ("encode", "decode", "codebook_size")):
+    if not all(hasattr(model, name) for name in ("encode", "codebook_size")):
         raise MimkitError(f"{args.checkpoint} is a {config.method} checkpoint, not an image tokenizer with "
-                          f"encode/decode (e.g. vqgan); use `mimkit eval linear|knn|probes` for encoders")
+                          f"encode (e.g. vqgan, vqkd); use `mimkit eval linear|knn|probes` for encoders")
+    note = attach_teacher_if_available(model, config)
     torch.manual_seed(args.seed)
     data = load_eval_data(args, config, args.split)
     report = evaluate_tokenizer(model, data, batch_size=args.batch_size, progress=True)
     print(f"tokenizer    {config.method} ({args.checkpoint}), {args.split} split of "
           f"{args.data or config.data.name}")
     print(report.format())
+    if note:
+        print(note)
+
+
+def attach_teacher_if_available(model, config) -> str:
+    """For a distilled tokenizer (VQ-KD): attach its model.teacher when it loads; else a note why not."""
+    if not hasattr(model, "attach_teacher"):
+        return ""
+    from ..errors import ConfigError
+    from ..tokenizers.teacher import load_teacher
+
+    try:
+        model.attach_teacher(load_teacher(config.model.teacher))
+    except ConfigError as err:
+        return f"teacher cos  not measured: {err}"
+    return ""

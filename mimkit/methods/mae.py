@@ -207,14 +207,24 @@ class MAE(nn.Module):
         masked = images * (1 - mask_img) + 0.5 * mask_img
         return {"masked": masked, "reconstruction": recon, "original": images, "mask": out.mask}
 
-    def features(self, images: torch.Tensor, pool: str = "cls") -> torch.Tensor:
-        """images (N, C, H, W) in [0, 1] -> (N, D): the unmasked encoder's normed cls token
-        (pool="cls") or the mean of its normed patch tokens (pool="mean")."""
+    def encode_unmasked(self, images: torch.Tensor) -> torch.Tensor:
+        """images (N, C, H, W) in [0, 1] -> the unmasked encoder's normed tokens (N, 1+L, D), cls
+        first, patches in image (row-major) order."""
         n, length = images.shape[0], self.patch_embed.num_patches
         in_order = torch.arange(length, device=images.device, dtype=torch.float32).expand(n, -1)
         # increasing noise keeps every patch in image order and leaves the global RNG untouched
         latent, _, _ = self.forward_encoder(self.normalize(images), 0.0, noise=in_order)
-        return pool_tokens(latent, pool)
+        return latent
+
+    def features(self, images: torch.Tensor, pool: str = "cls") -> torch.Tensor:
+        """images (N, C, H, W) in [0, 1] -> (N, D): the unmasked encoder's normed cls token
+        (pool="cls") or the mean of its normed patch tokens (pool="mean")."""
+        return pool_tokens(self.encode_unmasked(images), pool)
+
+    def patch_features(self, images: torch.Tensor) -> torch.Tensor:
+        """images (N, C, H, W) in [0, 1] -> (N, L, D): the unmasked encoder's normed patch tokens
+        (no cls), e.g. as a VQ-KD teacher."""
+        return self.encode_unmasked(images)[:, 1:]
 
 
 # ------------------------------------------------------------------ presets

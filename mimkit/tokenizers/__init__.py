@@ -6,6 +6,9 @@ A tokenizer has `encode(images (N, C, H, W) in [0, 1]) -> codes (N, h, w) int64`
 from .cache import TokenCacheDataset, Tokenizer, build_token_cache, cache_summary, tokenizer_fingerprint
 from .views import apply_view, draw_crop_boxes
 from .vqgan import VQGAN, VQGANConfig
+from .vqkd import VQKD, VQKDConfig
+from .teacher import Teacher, load_teacher
 
 __all__ = ["TokenCacheDataset", "Tokenizer", "build_token_cache", "cache_summary", "tokenizer_fingerprint",
-           "apply_view", "draw_crop_boxes", "VQGAN", "VQGANConfig"]
+           "apply_view", "draw_crop_boxes", "VQGAN", "VQGANConfig",
+           "VQKD", "VQKDConfig", "Teacher", "load_teacher"]
