@@ -17,13 +17,16 @@ class MethodEntry:
 
 def method_registry() -> dict[str, MethodEntry]:
     """name -> MethodEntry for every method mimkit knows."""
-    from ..tokenizers import vqgan
-    from . import classifier, mae, mage, maskgit
+    from ..tokenizers import vqgan, vqkd
+    from . import beitv2, classifier, mae, mage, maskgit, revcolv2
 
     return {"mae": MethodEntry(mae.MAE, mae.MAEConfig, mae.PRESETS),
             "vqgan": MethodEntry(vqgan.VQGAN, vqgan.VQGANConfig, vqgan.PRESETS),
+            "vqkd": MethodEntry(vqkd.VQKD, vqkd.VQKDConfig, vqkd.PRESETS),
             "maskgit": MethodEntry(maskgit.MaskGIT, maskgit.MaskGITConfig, maskgit.PRESETS),
             "mage": MethodEntry(mage.MAGE, mage.MAGEConfig, mage.PRESETS),
+            "revcolv2": MethodEntry(revcolv2.RevColV2, revcolv2.RevColV2Config, revcolv2.PRESETS),
+            "beitv2": MethodEntry(beitv2.BEiTv2, beitv2.BEiTv2Config, beitv2.PRESETS),
             "classifier": MethodEntry(classifier.Classifier, classifier.ClassifierConfig, classifier.PRESETS)}
 
 

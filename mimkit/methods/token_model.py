@@ -1,5 +1,5 @@
-"""What MaskGIT and MAGE share: a frozen VQ tokenizer inside the model, the token source of a
-batch (cached codes or images), class conditioning with label dropout, and the masked-token loss.
+"""What MaskGIT and MAGE share (BEiT v2 shares the frozen tokenizer): a frozen VQ tokenizer inside
+the model, the token source of a batch (cached codes or images), class conditioning with label dropout, and the masked-token loss.
 
 A token model holds its tokenizer as a frozen sub-module, so one checkpoint can sample images
 (`mimkit generate CKPT`) with no other file. `config.tokenizer` names the trained tokenizer's
@@ -24,18 +24,31 @@ NO_LABEL = -1  # a label value meaning "unconditional" (the null class) in batch
 
 
 @dataclass
-class TokenModelConfig:
-    """Fields every masked token model has (MaskGITConfig and MAGEConfig extend it).
+class FrozenTokenizerConfig:
+    """Fields of every model that holds a frozen tokenizer (token models, BEiT v2).
 
     tokenizer: run folder or checkpoint of the trained tokenizer (read by `mimkit train`).
     tokenizer_config: {"method": ..., "model": {...}} of that tokenizer, filled in by `mimkit train`.
+    """
+
+    tokenizer: str = ""
+    tokenizer_config: dict = field(default_factory=dict)
+
+    def validate_tokenizer(self, prefix: str) -> None:
+        if self.tokenizer_config and set(self.tokenizer_config) != {"method", "model"}:
+            raise ConfigError(f"{prefix}.tokenizer_config must hold exactly 'method' and 'model', "
+                              f"got keys {sorted(self.tokenizer_config)}")
+
+
+@dataclass
+class TokenModelConfig(FrozenTokenizerConfig):
+    """Fields every masked token model has (MaskGITConfig and MAGEConfig extend it).
+
     num_classes: 0 = unconditional; C > 0 = class-conditional on labels 0..C-1.
     label_dropout: probability of replacing a label by the null class in training (for guidance).
     label_smoothing: of the cross-entropy on masked tokens.
     """
 
-    tokenizer: str = ""
-    tokenizer_config: dict = field(default_factory=dict)
     num_classes: int = 0
     label_dropout: float = 0.1
     label_smoothing: float = 0.1
@@ -46,13 +59,15 @@ class TokenModelConfig:
         for name in ("label_dropout", "label_smoothing"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{prefix}.{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.tokenizer_config and set(self.tokenizer_config) != {"method", "model"}:
-            raise ConfigError(f"{prefix}.tokenizer_config must hold exactly 'method' and 'model', "
-                              f"got keys {sorted(self.tokenizer_config)}")
+        self.validate_tokenizer(prefix)
 
 
-def build_frozen_tokenizer(spec: dict, prefix: str = "model") -> nn.Module:
-    """{"method": "vqgan", "model": {...}} -> that tokenizer, frozen (no grad, eval mode)."""
+GENERATIVE_TOKENIZER = ("encode", "decode", "codebook_size", "grid_size")
+
+
+def build_frozen_tokenizer(spec: dict, prefix: str = "model", needs: tuple[str, ...] = GENERATIVE_TOKENIZER) -> nn.Module:
+    """{"method": "vqgan", "model": {...}} -> that tokenizer, frozen (no grad, eval mode).
+    needs: the attributes the tokenizer must have (ConfigError otherwise); token models also decode."""
     from . import method_entry
 
     if not spec:
@@ -61,20 +76,34 @@ def build_frozen_tokenizer(spec: dict, prefix: str = "model") -> nn.Module:
                           f"{prefix}.tokenizer=runs/vq_fmnist")
     entry = method_entry(spec["method"])
     tokenizer = entry.model_class(from_dict(entry.config_class, spec["model"], f"{prefix}.tokenizer_config.model"))
-    for needed in ("encode", "decode", "codebook_size", "grid_size"):
+    for needed in needs:
         if not hasattr(tokenizer, needed):
             raise ConfigError(f"{prefix}.tokenizer_config: method {spec['method']!r} is not a tokenizer "
                               f"(it has no {needed})")
     return tokenizer.requires_grad_(False).eval()
 
 
-class MaskedTokenModel(nn.Module):
-    """Base of MaskGIT and MAGE: the frozen tokenizer, the token source and class conditioning."""
+class FrozenTokenizerModel(nn.Module):
+    """Base of models holding a frozen tokenizer as `self.tokenizer` (keys tokenizer.*): built from
+    config.tokenizer_config with the attributes `tokenizer_needs`, never trained, always in eval mode."""
 
-    def __init__(self, config: TokenModelConfig):
+    tokenizer_needs: tuple[str, ...] = GENERATIVE_TOKENIZER
+
+    def __init__(self, config: FrozenTokenizerConfig):
         super().__init__()
         self.config = config
-        self.tokenizer = build_frozen_tokenizer(config.tokenizer_config)
+        self.tokenizer = build_frozen_tokenizer(config.tokenizer_config, needs=self.tokenizer_needs)
+
+    def train(self, mode: bool = True):
+        """Train/eval mode for the model; the tokenizer always stays in eval mode (its quantizer
+        must not update its codebook)."""
+        super().train(mode)
+        self.tokenizer.eval()
+        return self
+
+
+class MaskedTokenModel(FrozenTokenizerModel):
+    """Base of MaskGIT and MAGE: the frozen tokenizer, the token source and class conditioning."""
 
     # ------------------------------------------------------------------ interface
     @property
@@ -103,13 +132,6 @@ class MaskedTokenModel(nn.Module):
     def num_tokens(self) -> int:
         h, w = self.grid_size
         return h * w
-
-    def train(self, mode: bool = True):
-        """Train/eval mode for the transformer; the tokenizer always stays in eval mode (its
-        quantizer must not update its codebook)."""
-        super().train(mode)
-        self.tokenizer.eval()
-        return self
 
     # ------------------------------------------------------------------ batches
     def batch_tokens(self, tokens: torch.Tensor | None, images: torch.Tensor | None) -> torch.Tensor:
