@@ -104,3 +104,14 @@ class ResumableLoader:
                 self._seen_skipped.add(path)
                 self.skipped_paths.append(path)
         return batch
+
+
+def make_loader(dataset, batch_size: int, seed: int = 0, num_workers: int = 0, rank: int = 0, world_size: int = 1):
+    """The batch iterator for `dataset`: a ResumableLoader over a map-style dataset, or a
+    StreamLoader over tar shards (which then learn this process's rank and the run's seed)."""
+    from .shards import StreamLoader, TarShards
+
+    if isinstance(dataset, TarShards):
+        dataset.seed, dataset.rank, dataset.world_size = seed, rank, world_size
+        return StreamLoader(dataset, batch_size, num_workers=num_workers)
+    return ResumableLoader(dataset, batch_size, seed=seed, num_workers=num_workers, rank=rank, world_size=world_size)

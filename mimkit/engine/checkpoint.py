@@ -17,6 +17,7 @@ crash test can kill the process in the middle of a checkpoint write (tests/test_
 """
 import json
 import os
+import pickle
 import shutil
 import tempfile
 import time
@@ -93,16 +94,19 @@ def remove_leftovers(root: Path) -> None:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, config: dict,
-                    trainer_state: dict | None = None, keep: int = 0) -> Path:
+                    trainer_state: dict | None = None, keep: int = 0,
+                    weights: dict[str, torch.Tensor] | None = None) -> Path:
     """Write RUN/checkpoints/step_{step:08d} atomically, point `latest` at it, and delete all but
-    the newest `keep` checkpoints (0 = keep all). Returns the checkpoint folder."""
+    the newest `keep` checkpoints (0 = keep all). Returns the checkpoint folder.
+    weights: the state dict to write instead of model's (e.g. gathered from an FSDP-sharded model)."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     remove_leftovers(root)
     final = root / f"step_{step:08d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.tmp-"))
     os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700
-    save_file(model_state(model), str(tmp / MODEL_FILE), metadata={"format": "pt", "step": str(step)})
+    tensors = model_state(model) if weights is None else {k: v.contiguous() for k, v in weights.items()}
+    save_file(tensors, str(tmp / MODEL_FILE), metadata={"format": "pt", "step": str(step)})
     delay = os.environ.get(SAVE_DELAY_ENV)
     if delay:  # test hook (see the module docstring)
         time.sleep(float(delay))
@@ -169,8 +173,9 @@ def read_config(ckpt_dir: Path) -> dict:
         raise CheckpointError(f"cannot read {ckpt_dir / CONFIG_FILE}: {err}") from None
 
 
-def load_weights(model: torch.nn.Module, ckpt_dir: Path) -> None:
-    """Load model.safetensors into `model` strictly; CheckpointError naming what does not match."""
+def load_weights(model: torch.nn.Module, ckpt_dir: Path, load=None) -> None:
+    """Load model.safetensors into `model` strictly; CheckpointError naming what does not match.
+    load: how to put the checked state dict into the model (default model.load_state_dict)."""
     file = ckpt_dir / MODEL_FILE
     try:
         state = load_file(str(file))
@@ -185,7 +190,7 @@ def load_weights(model: torch.nn.Module, ckpt_dir: Path) -> None:
                   else f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)} in the file, "
                        f"{tuple(own[wrong[0]].shape)} in the model")
         raise CheckpointError(f"{file} does not match the model built from its {CONFIG_FILE}: {detail}")
-    model.load_state_dict(state)
+    (load or model.load_state_dict)(state)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
@@ -207,6 +212,13 @@ def load_trainer_state(ckpt_dir: Path) -> dict:
         raise CheckpointError(f"{ckpt_dir} has no {STATE_FILE}; it cannot be resumed (weights-only checkpoint)")
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "unsupported global" in str(err).lower():  # a pickled callable: code, not data
+            raise CheckpointError(f"refusing to unpickle code from {file}: it holds objects beyond tensors and "
+                                  "plain values, which a mimkit trainer state never does (nothing from it was run); "
+                                  f"delete {ckpt_dir} to resume from the checkpoint before it") from None
+        raise CheckpointError(f"cannot read {file} (UnpicklingError): it is corrupt or not a mimkit trainer "
+                              f"state; delete {ckpt_dir} to resume from the checkpoint before it") from None
     except Exception as err:  # torch's messages here run to many lines: name the type only
         raise CheckpointError(f"cannot read {file} ({type(err).__name__}): it is corrupt or not a mimkit trainer "
                               f"state; delete {ckpt_dir} to resume from the checkpoint before it") from None

@@ -42,6 +42,8 @@ class TrainConfig:
     max_nonfinite_steps: consecutive non-finite-loss steps (each skipped, no update) before training stops.
     overwrite: a fresh (not --resume) run into an out_dir that already holds checkpoints replaces them
                when true; when false (default) it is refused, so no run is lost by accident.
+    fsdp: under torchrun, shard parameters, gradients and optimizer state over the processes with
+          FSDP2 (fully_shard per transformer block) instead of DDP's full copy per process.
     """
 
     steps: int = 1000
@@ -60,6 +62,7 @@ class TrainConfig:
     progress: bool = True
     max_nonfinite_steps: int = 20
     overwrite: bool = False
+    fsdp: bool = False
 
     def validate(self, prefix: str = "train") -> None:
         for name in ("steps", "batch_size", "accum_steps", "max_nonfinite_steps"):

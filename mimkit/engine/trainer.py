@@ -15,7 +15,19 @@ last good checkpoint (the weights are never touched by a bad step, so that check
 Run folder (mimkit.engine.run_dir): checked writable before anything is written; a fresh run into
 a folder holding checkpoints is refused unless train.overwrite; a fresh run that fails before its
 first checkpoint removes the folder it created.
+
+Distributed (mimkit.engine.distributed): under `torchrun --nproc_per_node=N` every process joins
+the group from torchrun's environment and trains a DDP-wrapped model on its own disjoint shard
+of the same global permutation. train.batch_size is per process, so the global batch is
+batch_size * WORLD_SIZE * accum_steps (the lr rule uses it). Masking/augmentation seeds are
+rank-offset (seed + rank); the model's init is not (train() seeds it before the Trainer, and
+DDP broadcasts rank 0's weights anyway). Logged metrics are averaged over ranks; rank 0 alone
+writes checkpoints (with every rank's RNG state, for an exact resume at the same world size),
+logs, pictures and the progress bar. train.fsdp=true shards the model with FSDP2 instead
+(fully_shard per transformer block); checkpoints then hold the gathered full weights and
+optimizer state, so they load anywhere (single process, DDP, FSDP).
 """
+import contextlib
 import math
 import shutil
 import time
@@ -29,6 +41,9 @@ from ..config import RunConfig, to_dict
 from ..errors import CheckpointError, ConfigError, TrainingError
 from .checkpoint import latest_checkpoint, load_trainer_state, load_weights, read_config, save_checkpoint
 from .device import autocast, pick_device
+from .distributed import (all_ranks_true, barrier, full_model_state, full_optimizer_state, gather_objects,
+                          init_distributed, load_full_optimizer_state, load_full_weights, mean_over_ranks, rank_device,
+                          shard_fsdp, sum_over_ranks, wrap_ddp)
 from .optim import build_adamw, scaled_lr, warmup_cosine
 from .rng import rng_state, seed_everything, set_rng_state
 from .run_dir import check_writable_dir, refuse_or_clear_old_run, write_skipped
@@ -45,51 +60,87 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, config: RunConfig, dataset, augment: Callable | None = None,
                  callbacks: tuple = ()):
-        from ..data import ResumableLoader
+        from ..data.loader import make_loader
 
         self.config = config
         self.tc, self.oc = config.train, config.optim
         self.run_dir = Path(self.tc.out_dir)
         if self.tc.threads:
             torch.set_num_threads(self.tc.threads)
-        seed_everything(self.tc.seed)
-        self.device = pick_device(self.tc.device)
+        self.dist = init_distributed(self.tc.device)
+        seed_everything(self.tc.seed + self.dist.rank)  # per-rank masking/augmentation streams
+        self.device = rank_device(pick_device(self.tc.device), self.dist)
         self.model = model.to(self.device)
         self.augment = augment
         self.callbacks = list(callbacks)
-        self.effective_batch = self.tc.batch_size * self.tc.accum_steps
+        self.effective_batch = self.tc.batch_size * self.tc.accum_steps * self.dist.world_size  # global batch
         self.peak_lr = self.oc.lr or scaled_lr(self.oc.blr, self.effective_batch)
+        self.sharded = self.tc.fsdp
+        if self.sharded:  # FSDP2 shards self.model in place; the optimizer then holds the shards
+            self.ddp = shard_fsdp(self.model, self.dist)
+        else:  # DDP wraps; the model itself in a single process
+            self.ddp = wrap_ddp(self.model, self.device, self.dist)
         self.optimizer = build_adamw(self.model, self.peak_lr, self.oc.weight_decay, self.oc.betas, self.oc.eps)
-        self.loader = ResumableLoader(dataset, self.tc.batch_size, seed=self.tc.seed, num_workers=config.data.num_workers)
+        self.loader = make_loader(dataset, self.tc.batch_size, seed=self.tc.seed, num_workers=config.data.num_workers,
+                                  rank=self.dist.rank, world_size=self.dist.world_size)
         self.step = 0
         self.nonfinite_total = 0  # skipped steps so far
         self.nonfinite_run = 0  # skipped steps in a row, up to the current one
-        self.forward = torch.compile(self.model) if self.tc.compile else self.model
+        self.forward = torch.compile(self.ddp) if self.tc.compile else self.ddp
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        """Everything besides the weights that an exact resume needs."""
-        return {"step": self.step, "optimizer": self.optimizer.state_dict(), "loader": self.loader.state_dict(),
-                "rng": rng_state(), "peak_lr": self.peak_lr,
-                "nonfinite": {"total": self.nonfinite_total, "run": self.nonfinite_run},
-                "skipped_images": self.loader.skipped_count}
+        """Everything besides the weights that an exact resume needs (a collective under torchrun:
+        every rank must call it, as save() does)."""
+        optimizer = full_optimizer_state(self.model, self.optimizer) if self.sharded else self.optimizer.state_dict()
+        state = {"step": self.step, "optimizer": optimizer, "loader": self.loader.state_dict(),
+                 "rng": rng_state(), "peak_lr": self.peak_lr,
+                 "nonfinite": {"total": self.nonfinite_total, "run": self.nonfinite_run},
+                 "skipped_images": sum_over_ranks(self.loader.skipped_count, self.dist, self.device)}  # all ranks'
+        if self.dist.enabled:  # per-rank streams and data positions, for an exact resume
+            state["rng_ranks"] = gather_objects(state["rng"], self.dist)
+            state["loader_ranks"] = gather_objects(state["loader"], self.dist)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.loader.load_state_dict(state["loader"])
-        set_rng_state(state["rng"])
+        if self.sharded:
+            load_full_optimizer_state(self.model, self.optimizer, state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
+        loaders = state.get("loader_ranks") or []
+        same_world = self.dist.enabled and len(loaders) == self.dist.world_size
+        self.loader.load_state_dict(loaders[self.dist.rank] if same_world else state["loader"])
+        self.load_rng(state)
         nonfinite = state.get("nonfinite", {})  # absent in checkpoints of older versions
         self.nonfinite_total, self.nonfinite_run = int(nonfinite.get("total", 0)), int(nonfinite.get("run", 0))
-        self.loader.skipped_count = int(state.get("skipped_images", 0))
+        self.loader.skipped_count = int(state.get("skipped_images", 0)) if self.dist.is_main else 0  # summed in logs
 
-    def save(self) -> Path:
-        try:
-            return save_checkpoint(self.run_dir, self.step, self.model, to_dict(self.config), self.state_dict(),
-                                   keep=self.tc.keep_checkpoints)
-        except OSError as err:  # disk full, folder removed or made read-only under us, ...
-            raise CheckpointError(f"cannot write the checkpoint of step {self.step} under {self.run_dir}: "
-                                  f"{err.strerror or err}; the previous checkpoint is intact") from None
+    def load_rng(self, state: dict) -> None:
+        """This rank's saved RNG state; a run resumed at another world size gets fresh per-rank streams."""
+        ranks = state.get("rng_ranks") or []
+        if self.dist.enabled and len(ranks) == self.dist.world_size:
+            set_rng_state(ranks[self.dist.rank])
+        elif self.dist.rank == 0:
+            set_rng_state(state["rng"])
+        else:
+            seed_everything(self.tc.seed + self.dist.rank + self.dist.world_size * int(state["step"]))
+
+    def save(self) -> Path | None:
+        """Write the checkpoint of the current step (rank 0; the others wait). Returns its folder
+        (None on the other ranks)."""
+        state = self.state_dict()
+        weights = full_model_state(self.model) if self.sharded else None  # gathered onto rank 0
+        folder = None
+        if self.dist.is_main:
+            try:
+                folder = save_checkpoint(self.run_dir, self.step, self.model, to_dict(self.config), state,
+                                         keep=self.tc.keep_checkpoints, weights=weights)
+            except OSError as err:  # disk full, folder removed or made read-only under us, ...
+                raise CheckpointError(f"cannot write the checkpoint of step {self.step} under {self.run_dir}: "
+                                      f"{err.strerror or err}; the previous checkpoint is intact") from None
+        barrier(self.dist)
+        return folder
 
     def resume(self) -> bool:
         """Load RUN/checkpoints/latest if there is one; returns whether it did."""
@@ -97,7 +148,7 @@ class Trainer:
         if ckpt is None:
             return False
         try:
-            load_weights(self.model, ckpt)
+            load_weights(self.model, ckpt, load=(lambda sd: load_full_weights(self.model, sd)) if self.sharded else None)
         except CheckpointError:
             self.name_model_difference(read_config(ckpt), ckpt)
             raise
@@ -139,17 +190,23 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         totals: dict[str, torch.Tensor] = {}
-        for _ in range(self.tc.accum_steps):
+        for micro in range(self.tc.accum_steps):
             batch = self.next_batch()
-            with autocast(self.device, self.tc.precision):
-                out = self.forward(**batch)
-            if not torch.isfinite(out.loss):
-                return self.skip_step(f"loss {out.loss.item()}")
-            (out.loss / self.tc.accum_steps).backward()
+            # DDP averages gradients over ranks in the last micro-batch's backward only
+            no_sync = getattr(self.ddp, "no_sync", None)
+            syncing = micro == self.tc.accum_steps - 1 or no_sync is None
+            with contextlib.nullcontext() if syncing else no_sync():
+                with autocast(self.device, self.tc.precision):
+                    out = self.forward(**batch)
+                finite = bool(torch.isfinite(out.loss))
+                if not all_ranks_true(finite, self.dist, self.device):  # skipped on every rank alike
+                    return self.skip_step(f"loss {out.loss.item()}" if not finite else "loss on another rank")
+                (out.loss / self.tc.accum_steps).backward()
             for key, value in out.logs.items():
                 totals[key] = totals.get(key, 0.0) + torch.as_tensor(value, dtype=torch.float32).detach()
         if self.oc.clip_grad > 0:
-            totals["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.oc.clip_grad)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.oc.clip_grad)
+            totals["grad_norm"] = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP: a DTensor
             if not torch.isfinite(totals["grad_norm"]):
                 return self.skip_step(f"gradient norm {totals['grad_norm'].item()}")
         self.nonfinite_run = 0
@@ -176,8 +233,10 @@ class Trainer:
     def fit(self, resume: bool = False, stop_at: int | None = None) -> dict[str, float]:
         """Train until config.train.steps (or `stop_at`, checkpointing there). Returns the last logs."""
         check_writable_dir(self.run_dir, "train.out_dir")
-        if not resume:
-            refuse_or_clear_old_run(self.run_dir, self.tc.overwrite)
+        if not resume:  # rank 0 clears; the others only refuse, so every rank raises alike
+            if self.dist.is_main or not self.tc.overwrite:
+                refuse_or_clear_old_run(self.run_dir, self.tc.overwrite and self.dist.is_main)
+            barrier(self.dist)
         resumed = self.resume() if resume else False
         end = min(self.tc.steps, stop_at) if stop_at is not None else self.tc.steps
         created = not self.run_dir.exists()
@@ -189,16 +248,17 @@ class Trainer:
             return self.loop(end, resumed)
         except Exception:
             # a fresh run that fails before its first checkpoint leaves no half-made run folder
-            if created and latest_checkpoint(self.run_dir) is None:
+            if created and self.dist.is_main and latest_checkpoint(self.run_dir) is None:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             raise
 
     def loop(self, end: int, resumed: bool) -> dict[str, float]:
         """The training loop from self.step to `end` (see `fit`)."""
-        log = RunLog(self.run_dir, resume_step=self.step if resumed else None)
+        main = self.dist.is_main  # rank 0 logs, draws and shows progress
+        log = RunLog(self.run_dir, resume_step=self.step if resumed else None) if main else None
         self.model.train()
-        bar = tqdm(total=end, initial=self.step, desc=f"train {self.config.method}", disable=not self.tc.progress,
-                   dynamic_ncols=True, unit="step")
+        bar = tqdm(total=end, initial=self.step, desc=f"train {self.config.method}",
+                   disable=not (self.tc.progress and main), dynamic_ncols=True, unit="step")
         window: dict[str, torch.Tensor] = {}
         window_steps, good_steps, window_start, last = 0, 0, time.perf_counter(), {}
         try:
@@ -215,19 +275,21 @@ class Trainer:
                     last = {k: float(v) / good_steps for k, v in window.items()}  # means over good steps
                     last.setdefault("lr", self.lr_at(self.step - 1))  # a window of skipped steps only
                     last["images_per_s"] = window_steps * self.effective_batch / max(elapsed, 1e-9)
-                    skipped = self.loader.skipped_count
+                    last = mean_over_ranks(last, self.dist, self.device)
+                    skipped = sum_over_ranks(self.loader.skipped_count, self.dist, self.device)
                     if skipped:
                         last["skipped_images"] = skipped
                     if self.nonfinite_total:
                         last["nonfinite_steps"] = self.nonfinite_total
-                    log.log(self.step, last)
+                    if log is not None:
+                        log.log(self.step, last)
                     bar.set_postfix(loss=f"{last.get('loss', math.nan):.4f}", lr=f"{last['lr']:.2e}",
                                     img_s=f"{last['images_per_s']:.0f}")
                     window, window_steps, good_steps, window_start = {}, 0, 0, time.perf_counter()
                 bar.update(1)
                 if self.tc.ckpt_every and self.step % self.tc.ckpt_every == 0 or self.step == end:
                     self.save()
-                if self.callbacks:
+                if self.callbacks and main:
                     # callbacks draw their own randomness: training must not depend on them
                     devices = [self.device] if self.device.type == "cuda" else []
                     with torch.random.fork_rng(devices=devices):
@@ -235,6 +297,7 @@ class Trainer:
                             callback(self, self.step)
         finally:
             bar.close()
-            log.close()
-            write_skipped(self.run_dir, self.loader.skipped_paths, resumed)
+            if log is not None:
+                log.close()
+                write_skipped(self.run_dir, self.loader.skipped_paths, resumed)
         return last
