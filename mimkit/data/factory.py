@@ -1,4 +1,5 @@
-"""build_dataset: a DataConfig -> the dataset it names (built-in, folder, array or IDX file)."""
+"""build_dataset: a DataConfig -> the dataset it names (built-in, folder, array or IDX file, tar
+shards, Hugging Face datasets folder)."""
 from pathlib import Path
 
 from ..errors import DataError
@@ -7,11 +8,15 @@ from .arrays import load_array_file
 from .builtins import DIGITS_CLASSES, FASHION_MNIST_CLASSES, load_digits, load_fashion_mnist
 from .config import DataConfig
 from .folder import ImageFolder
+from .hf_datasets import PREFIX as HF_PREFIX
+from .hf_datasets import HFImageRows, load_hf_rows
 from .idx import has_idx_header, load_idx_images
 from .memory import InMemoryDataset
+from .shards import TarShards, expand_shards
 
 BUILTINS = ("fashion-mnist", "digits")
-CHOICES = "fashion-mnist, digits, or a path to an image folder, a .npy/.npz file or an IDX file (.gz allowed)"
+CHOICES = ("fashion-mnist, digits, or a path to an image folder, a .npy/.npz file, an IDX file (.gz allowed), "
+           "tar shards (shards-{000..009}.tar, a .tar file or a folder of .tar files) or hf:SAVE_TO_DISK_FOLDER")
 
 
 def build_dataset(cfg: DataConfig, channels: int, split: str | None = None, min_side: int = 1):
@@ -34,7 +39,13 @@ def build_dataset(cfg: DataConfig, channels: int, split: str | None = None, min_
         images, labels = load_digits(split)
         classes = DIGITS_CLASSES
     else:
+        if name.startswith(HF_PREFIX):  # a Hugging Face datasets folder (save_to_disk)
+            return HFImageRows(load_hf_rows(name, split), channels, cfg.image_size, source=name)
         path = Path(name).expanduser()
+        shards = expand_shards(name)  # a brace pattern, a .tar file or a folder of .tar shards
+        if shards:
+            return TarShards(shards, channels, cfg.image_size, on_error=cfg.on_error,
+                             max_pixels=cfg.max_image_pixels, min_side=cfg.min_image_size or min_side)
         if (path / MANIFEST_FILE).is_file():
             return TokenCacheDataset(path, pairs=cfg.views == 2)
         if path.is_dir():

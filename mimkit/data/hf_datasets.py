@@ -1,0 +1,82 @@
+"""Hugging Face `datasets` as an image source (only when the `datasets` package is installed).
+
+    data.name=hf:/path/saved/with/save_to_disk        (Dataset.save_to_disk folder; a DatasetDict
+    data.name=hf:/path/saved/with/save_to_disk:train   takes its split after the last colon)
+
+Nothing is downloaded: only folders on disk are read (datasets.load_from_disk). Rows are dicts
+with a PIL image under "image" or "img" (the names HF image datasets use) and an optional integer
+"label" / "labels"; each row is decoded like an image file (channels, centre square resize).
+"""
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..errors import DataError
+from .channels import to_channels
+from .decode import pil_to_array
+from .resize import fit_square
+
+PREFIX = "hf:"
+IMAGE_KEYS = ("image", "img", "pixel_values")
+LABEL_KEYS = ("label", "labels", "fine_label")
+
+
+def parse_hf_name(name: str) -> tuple[Path, str | None]:
+    """'hf:PATH[:SPLIT]' -> (PATH, SPLIT or None)."""
+    spec = name[len(PREFIX):]
+    path, _, split = spec.rpartition(":")
+    if path and not Path(spec).expanduser().exists():
+        return Path(path).expanduser(), split
+    return Path(spec).expanduser(), None
+
+
+def load_hf_rows(name: str, split: str):
+    """The rows of a save_to_disk folder (a DatasetDict's `split`, or the named one)."""
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"data.name={name} needs the Hugging Face `datasets` package, which is not installed; "
+                        "pip install datasets, or export the images to a folder or tar shards") from None
+    path, chosen = parse_hf_name(name)
+    if not path.is_dir():
+        raise DataError(f"data.name={name}: {path} is not a folder written by Dataset.save_to_disk "
+                        "(downloads by dataset name are not available: save the dataset to disk first)")
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        split = chosen or split
+        if split not in loaded:
+            raise DataError(f"data.name={name}: no split {split!r}; splits: {', '.join(loaded)}")
+        return loaded[split]
+    return loaded
+
+
+class HFImageRows(Dataset):
+    """Map-style view of HF rows: items {"images": float32 (channels, S, S) in [0, 1], "labels": int64 0-d}."""
+
+    def __init__(self, rows, channels: int, image_size: int, source: str = "hf dataset"):
+        if len(rows) == 0:
+            raise DataError(f"{source} has no rows")
+        first = rows[0]
+        self.image_key = next((k for k in IMAGE_KEYS if k in first), None)
+        if self.image_key is None:
+            raise DataError(f"{source}: rows have no image column (looked for {', '.join(IMAGE_KEYS)}; "
+                            f"found {', '.join(first)})")
+        self.label_key = next((k for k in LABEL_KEYS if k in first), None)
+        self.rows, self.channels, self.image_size, self.source = rows, channels, image_size, source
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        row = self.rows[index]
+        image = row[self.image_key]
+        if not isinstance(image, Image.Image):
+            raise DataError(f"{self.source}[{index}].{self.image_key} is a {type(image).__name__}, not a PIL image; "
+                            "cast the column to datasets.Image() before save_to_disk")
+        tensor = torch.from_numpy(np.ascontiguousarray(pil_to_array(image))).permute(2, 0, 1)
+        tensor = fit_square(to_channels(tensor, self.channels, f"{self.source}[{index}]")[None], self.image_size)[0]
+        label = int(row[self.label_key]) if self.label_key is not None else -1
+        return {"images": tensor.contiguous(), "labels": torch.tensor(label, dtype=torch.long)}
