@@ -47,11 +47,12 @@ class MaskedImagePipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
                         sampler: MaskedTokenSampler | None = None, **sampler_options) -> "MaskedImagePipeline":
-        """Load a checkpoint (folder, run folder or model.safetensors) with mimkit's `load_model`;
-        sampler_options (steps, schedule, ...) build the sampler when none is given."""
-        from ..engine.checkpoint import load_model
+        """Load a save_pretrained folder, checkpoint (folder, run folder or model.safetensors) or a
+        Hugging Face repo id already in the local cache; sampler_options (steps, schedule, ...)
+        build the sampler when none is given."""
+        from ..hub.pretrained import from_pretrained
 
-        model, _ = load_model(path, device=device)
+        model = from_pretrained(path, device=device)
         return cls(model, sampler or MaskedTokenSampler(**sampler_options))
 
     def __call__(self, n: int | None = None, labels: int | Sequence[int] | torch.Tensor | None = None,

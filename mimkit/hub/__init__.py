@@ -6,15 +6,35 @@
                 and the architecture read back from the weights.
 - vitmae:       transformers ViTMAE (v4 and v5 key schemes) <-> mimkit MAE keys and configs.
 - taming:       taming-transformers VQGAN checkpoints -> mimkit VQGAN (architecture read from the weights).
+- vqkd_unilm:   microsoft/unilm BEiT v2 VQ-KD checkpoints -> mimkit VQKD (q/v bias folded into qkv).
+- beitv2_unilm: microsoft/unilm BEiT v2 pretraining checkpoints <-> mimkit BEiTv2 (layer-scale names).
+- mage_official: LTH14/mage checkpoints <-> mimkit MAGE (one vocab table split into codes / class / [MASK]).
+- timm_vit:     MAE / MAGE encoders -> timm vit_* state dicts (and timm -> MAE encoder).
+- converters:   the table of all of the above (`mimkit convert --list`).
+- pretrained:   save_pretrained / from_pretrained folders (safetensors + config.json + model card),
+                installed as methods on every registered model class.
 """
+from .beitv2_unilm import beitv2_to_unilm, load_unilm_beitv2, unilm_to_beitv2
+from .converters import Converter, converter_table, get_converter
 from .files import Checkpoint, load_state_dict_file, read_checkpoint, save_state_dict_file, strip_prefix
 from .mae_official import load_official_mae, mae_config_from_state_dict, mae_from_official
+from .mage_official import load_official_mage, mage_official_to_mimkit, mimkit_to_mage_official
+from .pretrained import PretrainedMixin, from_pretrained, install_pretrained_methods, save_pretrained
 from .report import LoadReport
 from .taming import load_taming_vqgan, vqgan_config_from_taming, vqgan_from_taming
+from .timm_vit import mae_to_timm_vit, mage_to_timm_vit, timm_vit_to_mae
+from .vqkd_unilm import load_unilm_vqkd, vqkd_config_from_unilm, vqkd_from_unilm
 from .vitmae import (detect_vitmae_scheme, mae_config_to_vitmae, mimkit_to_vitmae, vitmae_config_to_mae,
                      vitmae_to_mimkit)
 
 __all__ = ["Checkpoint", "load_state_dict_file", "read_checkpoint", "save_state_dict_file", "strip_prefix",
            "load_official_mae", "mae_config_from_state_dict", "mae_from_official", "LoadReport",
            "detect_vitmae_scheme", "mae_config_to_vitmae", "mimkit_to_vitmae", "vitmae_config_to_mae",
-           "vitmae_to_mimkit", "load_taming_vqgan", "vqgan_config_from_taming", "vqgan_from_taming"]
+           "vitmae_to_mimkit", "load_taming_vqgan", "vqgan_config_from_taming", "vqgan_from_taming",
+           "load_unilm_vqkd", "vqkd_config_from_unilm", "vqkd_from_unilm",
+           "load_unilm_beitv2", "beitv2_to_unilm", "unilm_to_beitv2",
+           "PretrainedMixin", "from_pretrained", "save_pretrained", "Converter", "converter_table",
+           "get_converter", "load_official_mage", "mage_official_to_mimkit", "mimkit_to_mage_official",
+           "mae_to_timm_vit", "mage_to_timm_vit", "timm_vit_to_mae"]
+
+install_pretrained_methods()

@@ -1,0 +1,135 @@
+"""Official MAGE checkpoints (LTH14/mage, models_mage.py) <-> mimkit MAGE (unconditional).
+
+The transformer keys are the same on both sides (blocks.*, norm, decoder_embed, decoder_blocks.*,
+decoder_norm: timm names). The rest differ:
+
+  official (MaskedGenerativeEncoderViT)              mimkit MAGE
+  token_emb.word_embeddings.weight (C+1001, D)       embed.tokens.weight (C+1, D): rows 0..C-1 and the
+    one table: C codes, 1000 class ids, [MASK] last     [MASK] row (official id C+1000) as row C;
+                                                     embed.classes.weight (1, D): the "fake class" row,
+                                                        official id codebook_size + 1100 - 1024 = C+76
+  token_emb.position_embeddings.weight (1+L, D)      embed.pos_embed (1, 1+L, D)
+  token_emb.LayerNorm.*                              embed.norm.*
+  decoder_pos_embed_learned (1, 1+L, Dd)             decoder_pos_embed
+  mlm_layer.fc.* / mlm_layer.ln.*                    head.dense.* / head.norm.*
+  mlm_layer.bias (1, 1, C+1001)                      head.bias (C,): the code entries (official sampling
+                                                        reads logits[..., :C] only)
+  vqgan.* (a taming VQModel)                         tokenizer.* (through mimkit.hub.taming)
+
+Official tensors the forward pass never reads are set aside on import and written as zeros /
+sin-cos-free placeholders on export so the file has the full official key set: patch_embed.proj.*,
+cls_token, pos_embed, mask_token (pad_with_cls_token=True), decoder_pos_embed (fixed),
+decoder_pred.*, token_emb.position_ids. One numeric difference: official mlm_layer.ln uses
+LayerNorm's default eps 1e-5 where mimkit's head uses model.norm_eps (1e-6).
+"""
+import torch
+
+from ..errors import CheckpointError, ConfigError
+from .files import read_checkpoint, strip_prefix
+from .report import LoadReport
+
+NUM_OFFICIAL_CLASSES = 1000
+FAKE_CLASS_OFFSET = 1100 - 1024  # official fake_class_label = codebook_size + 1100 - 1024
+SHARED_PREFIXES = ("blocks.", "norm.", "decoder_embed.", "decoder_blocks.", "decoder_norm.")
+TABLES = ("token_emb.word_embeddings.weight", "token_emb.position_embeddings.weight", "mlm_layer.bias")
+RENAMES = {"token_emb.LayerNorm.weight": "embed.norm.weight",
+           "token_emb.LayerNorm.bias": "embed.norm.bias", "decoder_pos_embed_learned": "decoder_pos_embed",
+           "mlm_layer.fc.weight": "head.dense.weight", "mlm_layer.fc.bias": "head.dense.bias",
+           "mlm_layer.ln.weight": "head.norm.weight", "mlm_layer.ln.bias": "head.norm.bias"}
+UNUSED = ("patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token", "pos_embed", "mask_token",
+          "decoder_pos_embed", "decoder_pred.weight", "decoder_pred.bias", "token_emb.position_ids")
+
+
+def official_codebook_size(sd: dict) -> int:
+    rows = sd["token_emb.word_embeddings.weight"].shape[0]
+    size = rows - NUM_OFFICIAL_CLASSES - 1
+    if size <= 0:
+        raise CheckpointError(f"token_emb.word_embeddings has {rows} rows; an official MAGE table has "
+                              f"codebook + {NUM_OFFICIAL_CLASSES} + 1")
+    return size
+
+
+def mage_official_to_mimkit(sd: dict) -> tuple[dict, list[str]]:
+    """Official MAGE keys -> (mimkit MAGE keys without tokenizer.*, official keys set aside: unused
+    tensors and vqgan.*)."""
+    sd = strip_prefix(dict(sd), "module.")
+    for key in TABLES:
+        if key not in sd:
+            raise CheckpointError(f"not an official MAGE state dict: no {key}")
+    size = official_codebook_size(sd)
+    table = sd["token_emb.word_embeddings.weight"]
+    out = {"embed.tokens.weight": torch.cat([table[:size], table[size + NUM_OFFICIAL_CLASSES:]]),
+           "embed.classes.weight": table[size + FAKE_CLASS_OFFSET: size + FAKE_CLASS_OFFSET + 1],
+           "embed.pos_embed": sd["token_emb.position_embeddings.weight"].unsqueeze(0),
+           "head.bias": sd["mlm_layer.bias"].reshape(-1)[:size]}
+    aside = []
+    for key, value in sd.items():
+        if key.startswith(SHARED_PREFIXES):
+            out[key] = value
+        elif key in RENAMES:
+            out[RENAMES[key]] = value
+        elif key in UNUSED or key.startswith("vqgan."):
+            aside.append(key)
+        elif key not in TABLES:
+            out[key] = value  # unknown: left for the caller's unexpected-key check
+    return out, aside
+
+
+def mimkit_to_mage_official(sd: dict, img_size: int = 256, in_chans: int = 3) -> dict:
+    """mimkit MAGE state dict (unconditional) -> the full official key set (tokenizer.* not
+    included: the official vqgan.* comes from the taming checkpoint). img_size / in_chans only
+    shape the unused patch_embed placeholder."""
+    if sd["embed.classes.weight"].shape[0] != 1:
+        raise ConfigError("official MAGE is unconditional: a class-conditional mimkit MAGE (model.num_classes > 0) "
+                          "has no official counterpart")
+    tokens = sd["embed.tokens.weight"]
+    size, dim = tokens.shape[0] - 1, tokens.shape[1]
+    table = tokens.new_zeros(size + NUM_OFFICIAL_CLASSES + 1, dim)
+    table[:size], table[-1] = tokens[:size], tokens[size]
+    table[size + FAKE_CLASS_OFFSET] = sd["embed.classes.weight"][0]
+    bias = sd["head.bias"].new_zeros(1, 1, table.shape[0])
+    bias[0, 0, :size] = sd["head.bias"]
+    length = sd["embed.pos_embed"].shape[1]
+    patch = img_size // max(int(round((length - 1) ** 0.5)), 1)
+    ddim = sd["decoder_pos_embed"].shape[-1]
+    out = {k: v for k, v in sd.items() if k.startswith(SHARED_PREFIXES)}
+    out.update({official: sd[mine] for official, mine in RENAMES.items()})
+    out.update({"token_emb.word_embeddings.weight": table,
+                "token_emb.position_embeddings.weight": sd["embed.pos_embed"][0],
+                "token_emb.position_ids": torch.arange(length).unsqueeze(0), "mlm_layer.bias": bias,
+                "patch_embed.proj.weight": tokens.new_zeros(dim, in_chans, patch, patch),
+                "patch_embed.proj.bias": tokens.new_zeros(dim), "cls_token": tokens.new_zeros(1, 1, dim),
+                "pos_embed": tokens.new_zeros(1, length, dim), "mask_token": tokens.new_zeros(1, 1, ddim),
+                "decoder_pos_embed": tokens.new_zeros(1, length, ddim),
+                "decoder_pred.weight": tokens.new_zeros(patch * patch * in_chans, ddim),
+                "decoder_pred.bias": tokens.new_zeros(patch * patch * in_chans)})
+    return out
+
+
+def load_official_mage(model, state_dict_or_path, *, strict: bool = True) -> LoadReport:
+    """Copy an official MAGE checkpoint (state dict or file) into a mimkit MAGE built with the same
+    sizes; its vqgan.* (when present) goes into model.tokenizer through the taming converter."""
+    from .taming import load_taming_vqgan
+
+    if isinstance(state_dict_or_path, dict):
+        sd, source = strip_prefix(dict(state_dict_or_path), "module."), "the state dict"
+    else:
+        sd, source = read_checkpoint(state_dict_or_path).state_dict, repr(str(state_dict_or_path))
+    mine, aside = mage_official_to_mimkit(sd)
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("tokenizer.")}
+    wrong = [k for k in mine if k in own and tuple(mine[k].shape) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(f"{source}: {k} has shape {tuple(mine[k].shape)} after conversion but "
+                              f"{tuple(own[k].shape)} in the model; build the MAGE with the checkpoint's sizes")
+    report = LoadReport(loaded=[k for k in own if k in mine], missing=[k for k in own if k not in mine],
+                        unexpected=[k for k in mine if k not in own])
+    vqgan = {k[len("vqgan."):]: v for k, v in sd.items() if k.startswith("vqgan.")}
+    if vqgan:
+        report.notes.append(f"tokenizer: {load_taming_vqgan(model.tokenizer, vqgan, strict=strict)}")
+    else:
+        report.notes.append("no vqgan.* in the checkpoint: model.tokenizer left as it is")
+    if report.missing or (strict and report.unexpected):
+        report.raise_if_incomplete(source)
+    model.load_state_dict({**model.state_dict(), **{k: mine[k] for k in report.loaded}})
+    return report
