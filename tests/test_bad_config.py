@@ -170,9 +170,10 @@ TOKENS = st.one_of(OVERRIDES, st.sampled_from(["--resume", "--out", "--bogus", "
 @given(tokens=st.lists(TOKENS.filter(lambda t: not t.lstrip("-").startswith("h") or not t.startswith("-")),
                        max_size=4))
 def test_fuzz_cli_is_a_one_line_error_never_a_traceback(tmp_path, tokens):
-    # the last override points at no dataset, so whatever the random arguments did, no run starts
+    # the last override points at no dataset, so whatever the random arguments did, no run starts;
+    # `--out DIR` comes between them so that a random trailing option cannot swallow the override
     out = tmp_path / "fuzz_run"
-    argv = ["train", "mae_micro_fmnist", *TINY, *tokens, "data.name=/nonexistent/fuzz", "--out", str(out)]
+    argv = ["train", "mae_micro_fmnist", *TINY, *tokens, "--out", str(out), "data.name=/nonexistent/fuzz"]
     status, stderr = run_cli(argv)
     assert status == 2 and len(stderr.strip().splitlines()) == 1, (tokens, stderr)
     assert stderr.startswith(("mimkit: error: ", "mimkit train: error: ")), stderr
