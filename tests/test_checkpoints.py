@@ -17,13 +17,7 @@ from mimkit.methods.mae import MAE, MAEConfig
 DECODER_KEYS = ("mask_token", "decoder_")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is fastest, and far faster on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def small_config(**kw) -> MAEConfig:

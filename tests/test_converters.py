@@ -23,12 +23,7 @@ TOKENIZER = {"method": "vqgan", "model": {
 C, L = 16, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_mae(seed=0) -> MAE:

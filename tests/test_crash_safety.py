@@ -11,7 +11,6 @@ import multiprocessing
 import os
 import random
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,6 @@ import torch
 from torch import nn
 
 import mimkit.train  # noqa: F401 (this and the next two imported before forking, so children start at once)
-from mimkit.cli import main
 from mimkit.config import load_config
 from mimkit.data import InMemoryDataset
 from mimkit.engine.checkpoint import (SAVE_DELAY_ENV, STATE_FILE, is_complete, latest_checkpoint, load_model,
@@ -30,6 +28,7 @@ from mimkit.engine.run_log import RunLog, read_rows
 from mimkit.engine.trainer import Trainer
 from mimkit.errors import CheckpointError, TrainingError
 from mimkit.methods import Output
+from cli_child import run_cli  # tests/cli_child.py
 
 torch.optim.AdamW(nn.Linear(1, 1).parameters())  # its first construction imports torch._dynamo (~5 s)
 try:
@@ -43,15 +42,6 @@ TINY = ["data.image_size=8", "model.img_size=8", "model.patch_size=2", "model.em
         "model.num_heads=2", "model.decoder_embed_dim=16", "model.decoder_depth=1", "model.decoder_num_heads=2",
         "train.batch_size=8", f"train.steps={STEPS}", "train.ckpt_every=5", "train.log_every=1",
         "train.keep_checkpoints=2", "train.progress=false", "train.threads=1", "train.picture_every=0"]
-
-
-def run_cli(argv: list[str], env: dict[str, str]) -> None:
-    """Child process body: `mimkit ARGV` with extra environment variables, output silenced."""
-    os.environ.update(env)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    sys.exit(main(argv))
 
 
 def start(argv: list[str], env: dict[str, str] | None = None) -> multiprocessing.Process:

@@ -24,12 +24,12 @@ import torch
 from safetensors.torch import load_file
 
 import mimkit.train  # noqa: F401 (imported before forking)
-from mimkit.cli import main
 from mimkit.config import load_config
 from mimkit.data import ResumableLoader, build_augment, build_dataset
 from mimkit.engine.optim import build_adamw, scaled_lr, warmup_cosine
 from mimkit.engine.rng import seed_everything
 from mimkit.methods import build_model
+from cli_child import run_cli  # tests/cli_child.py
 
 torch.optim.AdamW(torch.nn.Linear(1, 1).parameters())  # first construction imports torch._dynamo: before forking
 
@@ -50,19 +50,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rank_body(argv: list[str], env: dict[str, str]) -> None:
-    os.environ.update(env)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    sys.exit(main(argv))
-
-
 def run_ranks(argv: list[str], world: int = 2) -> None:
     """`mimkit ARGV` in `world` forked processes with the variables torchrun would set."""
     port = str(free_port())
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=rank_body, args=(argv, {"RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": str(world),
+    procs = [ctx.Process(target=run_cli, args=(argv, {"RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": str(world),
                                                         "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
                                                         "MASTER_PORT": port}))
              for r in range(world)]

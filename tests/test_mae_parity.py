@@ -18,14 +18,7 @@ IDENTITY = {"pixel_mean": (0.0,) * 3, "pixel_std": (1.0,) * 3}
 ATTN = {"sdpa": "sdpa", "eager": "plain"}  # transformers attn_implementation -> mimkit attn_impl
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is fastest, and on a busy 2-core machine intra-op threads
-    spinning against other processes made each step ~100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def small_config(norm_pix_loss: bool = False, attn_impl: str = "sdpa", **kw) -> MAEConfig:

@@ -13,12 +13,7 @@ from mimkit.methods import build_model
 from mimkit.methods.revcolv2 import RevColV2, RevColV2Config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_config(**kw) -> RevColV2Config:

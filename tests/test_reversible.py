@@ -8,12 +8,7 @@ import torch
 from mimkit.nn.reversible import ALPHA_MIN, ColumnStack, clamp_scale
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def stack(columns=3, levels=3, top_down=False, dropout=0.1, drop_path=0.2, dtype=torch.float64, **kw):

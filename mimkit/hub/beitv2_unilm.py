@@ -9,12 +9,11 @@ are on) except layer scale: unilm's blocks.N.gamma_1 / gamma_2 are mimkit's bloc
 ls2.gamma. Checkpoints store the dict under 'model' (read with torch.load(weights_only=True)).
 The VQ-KD tokenizer is not part of these files: the model's tokenizer.* keys are left alone.
 """
-from pathlib import Path
 
 import torch
 
 from ..errors import CheckpointError
-from .files import Checkpoint, read_checkpoint, strip_prefix
+from .files import as_state_dict
 from .report import LoadReport
 
 # (unilm suffix, mimkit suffix) of every renamed key
@@ -70,18 +69,3 @@ def load_unilm_beitv2(model, state_dict_or_path, *, strict: bool = False) -> Loa
     if strict:
         report.raise_if_incomplete(source)
     return report
-
-
-def as_state_dict(obj) -> tuple[dict[str, torch.Tensor], str]:
-    """A path, Checkpoint or (possibly wrapped) dict -> (flat state dict, a name for messages)."""
-    if isinstance(obj, (str, Path)):
-        return read_checkpoint(obj).state_dict, f"checkpoint {str(obj)!r}"
-    if isinstance(obj, Checkpoint):
-        return obj.state_dict, "checkpoint"
-    if isinstance(obj, dict):
-        for wrapper in ("model", "state_dict"):
-            if isinstance(obj.get(wrapper), dict):
-                obj = obj[wrapper]
-                break
-        return strip_prefix(obj, "module."), "the state dict"
-    raise CheckpointError(f"expected a state dict or a checkpoint path, got {type(obj).__name__}")

@@ -12,6 +12,7 @@ the ``module.`` prefix that DistributedDataParallel adds to every key.
 """
 import argparse
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,29 @@ def read_checkpoint(path) -> Checkpoint:
 def load_state_dict_file(path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file, unwrapped ('model' / 'state_dict' / 'module.'), on CPU."""
     return read_checkpoint(path).state_dict
+
+
+def as_state_dict(obj) -> tuple[dict[str, torch.Tensor], str]:
+    """A path, Checkpoint or (possibly wrapped: 'model' / 'state_dict' / 'module.') dict ->
+    (flat state dict, a name for messages: "checkpoint 'PATH'" or "the state dict")."""
+    if isinstance(obj, (str, Path)):
+        return read_checkpoint(obj).state_dict, f"checkpoint {str(obj)!r}"
+    if isinstance(obj, Checkpoint):
+        return obj.state_dict, "checkpoint"
+    if isinstance(obj, dict):
+        for wrapper in ("model", "state_dict"):
+            if isinstance(obj.get(wrapper), dict):
+                obj = obj[wrapper]
+                break
+        return strip_prefix(obj, "module."), "the state dict"
+    raise CheckpointError(f"expected a state dict or a checkpoint path, got {type(obj).__name__}")
+
+
+def count_numbered(state_dict: dict, pattern: str) -> int:
+    r"""1 + the largest index the regex `pattern`'s group 1 matches in the keys (0 when none):
+    e.g. r"^encoder\.blocks\.(\d+)\." -> the number of encoder blocks."""
+    found = {int(m.group(1)) for k in state_dict for m in [re.match(pattern, k)] if m}
+    return max(found) + 1 if found else 0
 
 
 def _format(path: Path) -> str:

@@ -20,7 +20,7 @@ import torch
 from ..errors import CheckpointError, ConfigError
 from ..methods.mae import MAE, MAEConfig
 from ..nn import to_pair
-from .files import Checkpoint, read_checkpoint, strip_prefix
+from .files import Checkpoint, as_state_dict, read_checkpoint, strip_prefix
 from .report import LoadReport
 
 # Official encoders: name -> (embed_dim, depth, num_heads, patch_size). Decoders: 512-d, 16 heads.
@@ -55,7 +55,7 @@ def load_official_mae(model: MAE, state_dict_or_path, *, strict: bool = False) -
     A key present on both sides with different shapes raises CheckpointError naming the key, both
     shapes and the config fields that decide it. Nothing is copied unless every shape matches.
     """
-    sd, source = _as_state_dict(state_dict_or_path)
+    sd, source = as_state_dict(state_dict_or_path)
     own = model.state_dict()
     common = [k for k in sd if k in own]
     if not common:
@@ -84,23 +84,9 @@ def mae_from_official(state_dict_or_path, args=None, *, strict: bool = False,
         state_dict_or_path = read_checkpoint(state_dict_or_path)
     if isinstance(state_dict_or_path, Checkpoint) and args is None:
         args = state_dict_or_path.args
-    sd, _ = _as_state_dict(state_dict_or_path)
+    sd, _ = as_state_dict(state_dict_or_path)
     model = MAE(mae_config_from_state_dict(sd, args, **config_overrides))
     return model, load_official_mae(model, sd, strict=strict)
-
-
-def _as_state_dict(obj) -> tuple[dict[str, torch.Tensor], str]:
-    if isinstance(obj, (str, Path)):
-        return read_checkpoint(obj).state_dict, f"checkpoint {str(obj)!r}"
-    if isinstance(obj, Checkpoint):
-        return obj.state_dict, "checkpoint"
-    if isinstance(obj, dict):
-        if "model" in obj and isinstance(obj["model"], dict):
-            obj = obj["model"]
-        elif "state_dict" in obj and isinstance(obj["state_dict"], dict):
-            obj = obj["state_dict"]
-        return strip_prefix(obj, "module."), "the state dict"
-    raise CheckpointError(f"expected a state dict or a checkpoint path, got {type(obj).__name__}")
 
 
 def _shape_message(keys, sd, own, config: MAEConfig, source: str) -> str:

@@ -25,8 +25,8 @@ LayerNorm's default eps 1e-5 where mimkit's head uses model.norm_eps (1e-6).
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from .files import read_checkpoint, strip_prefix
-from .report import LoadReport
+from .files import as_state_dict, strip_prefix
+from .report import LoadReport, load_converted, report_converted
 
 NUM_OFFICIAL_CLASSES = 1000
 FAKE_CLASS_OFFSET = 1100 - 1024  # official fake_class_label = codebook_size + 1100 - 1024
@@ -111,25 +111,15 @@ def load_official_mage(model, state_dict_or_path, *, strict: bool = True) -> Loa
     sizes; its vqgan.* (when present) goes into model.tokenizer through the taming converter."""
     from .taming import load_taming_vqgan
 
-    if isinstance(state_dict_or_path, dict):
-        sd, source = strip_prefix(dict(state_dict_or_path), "module."), "the state dict"
-    else:
-        sd, source = read_checkpoint(state_dict_or_path).state_dict, repr(str(state_dict_or_path))
+    sd, source = as_state_dict(state_dict_or_path)
     mine, aside = mage_official_to_mimkit(sd)
     own = {k: v for k, v in model.state_dict().items() if not k.startswith("tokenizer.")}
-    wrong = [k for k in mine if k in own and tuple(mine[k].shape) != tuple(own[k].shape)]
-    if wrong:
-        k = wrong[0]
-        raise CheckpointError(f"{source}: {k} has shape {tuple(mine[k].shape)} after conversion but "
-                              f"{tuple(own[k].shape)} in the model; build the MAGE with the checkpoint's sizes")
-    report = LoadReport(loaded=[k for k in own if k in mine], missing=[k for k in own if k not in mine],
-                        unexpected=[k for k in mine if k not in own])
+    report = report_converted(mine, own, source, "build the MAGE with the checkpoint's sizes",
+                              where="after conversion")
     vqgan = {k[len("vqgan."):]: v for k, v in sd.items() if k.startswith("vqgan.")}
     if vqgan:
         report.notes.append(f"tokenizer: {load_taming_vqgan(model.tokenizer, vqgan, strict=strict)}")
     else:
         report.notes.append("no vqgan.* in the checkpoint: model.tokenizer left as it is")
-    if report.missing or (strict and report.unexpected):
-        report.raise_if_incomplete(source)
-    model.load_state_dict({**model.state_dict(), **{k: mine[k] for k in report.loaded}})
+    load_converted(model, mine, report, source, strict)
     return report

@@ -19,18 +19,12 @@ import torch
 
 from ..errors import CheckpointError
 from ..tokenizers.vqgan import BOOKKEEPING, VQGAN, VQGANConfig
-from .files import read_checkpoint, strip_prefix
-from .report import LoadReport
+from .files import as_state_dict, count_numbered
+from .report import LoadReport, load_converted, report_converted
 
 # Tensors of a taming checkpoint that belong to its training only: recognised and set aside.
 TRAINING_ONLY = (r"^loss\.perceptual_loss\.", r"^loss\.logvar$", r"^quantize\.embedding\.(cluster_size|embed_avg)$",
                  r"^quantize\.used$")
-
-
-def _as_state_dict(state_dict_or_path) -> tuple[dict, str]:
-    if isinstance(state_dict_or_path, dict):
-        return strip_prefix(dict(state_dict_or_path), "module."), "the state dict"
-    return read_checkpoint(state_dict_or_path).state_dict, repr(str(state_dict_or_path))
 
 
 def split_taming_state_dict(sd: dict) -> tuple[dict, list[str]]:
@@ -44,30 +38,25 @@ def split_taming_state_dict(sd: dict) -> tuple[dict, list[str]]:
     return kept, dropped
 
 
-def _count(sd: dict, pattern: str) -> int:
-    found = {int(m.group(1)) for k in sd for m in [re.match(pattern, k)] if m}
-    return max(found) + 1 if found else 0
-
-
 def vqgan_config_from_taming(state_dict_or_path, img_size: int = 256, **overrides) -> VQGANConfig:
     """The VQGANConfig whose shapes match a taming state dict (architecture from the weights,
     attention resolutions from img_size); `overrides` set any other field (losses, quantizer)."""
-    sd, source = _as_state_dict(state_dict_or_path)
+    sd, source = as_state_dict(state_dict_or_path)
     required = ("encoder.conv_in.weight", "encoder.conv_out.weight", "quant_conv.weight", "quantize.embedding.weight")
     absent = [k for k in required if k not in sd]
     if absent:
         raise CheckpointError(f"{source} is not a taming-transformers VQGAN checkpoint: no {absent[0]} "
                               f"(first keys: {list(sd)[:5]})")
     base = sd["encoder.conv_in.weight"].shape[0]
-    levels = _count(sd, r"^encoder\.down\.(\d+)\.")
+    levels = count_numbered(sd, r"^encoder\.down\.(\d+)\.")
     mult = []
     for i in range(levels):
-        blocks = _count(sd, rf"^encoder\.down\.{i}\.block\.(\d+)\.")
+        blocks = count_numbered(sd, rf"^encoder\.down\.{i}\.block\.(\d+)\.")
         mult.append(sd[f"encoder.down.{i}.block.{blocks - 1}.conv2.weight"].shape[0] // base)
     attn = [img_size // 2**i for i in range(levels) if any(k.startswith(f"encoder.down.{i}.attn.") for k in sd)]
     disc_layers = max(sum(1 for k in sd if re.match(r"^loss\.discriminator\.main\.\d+\.running_mean$", k)), 1)
     fields = dict(img_size=img_size, in_chans=sd["encoder.conv_in.weight"].shape[1], base_channels=base,
-                  channel_mult=tuple(mult), num_res_blocks=_count(sd, r"^encoder\.down\.0\.block\.(\d+)\."),
+                  channel_mult=tuple(mult), num_res_blocks=count_numbered(sd, r"^encoder\.down\.0\.block\.(\d+)\."),
                   attn_resolutions=tuple(attn), z_channels=sd["encoder.conv_out.weight"].shape[0],
                   codebook_size=sd["quantize.embedding.weight"].shape[0],
                   code_dim=sd["quantize.embedding.weight"].shape[1])
@@ -85,30 +74,20 @@ def load_taming_vqgan(model: VQGAN, state_dict_or_path, *, strict: bool = True) 
     model's discriminator and says so in the notes. strict=True (default) also refuses keys that
     are neither mimkit keys nor known taming training-only tensors.
     """
-    sd, source = _as_state_dict(state_dict_or_path)
+    sd, source = as_state_dict(state_dict_or_path)
     kept, dropped = split_taming_state_dict(sd)
     own = model.state_dict()
-    wrong = [k for k in kept if k in own and tuple(kept[k].shape) != tuple(own[k].shape)]
-    if wrong:
-        k = wrong[0]
-        raise CheckpointError(f"{source}: {k} has shape {tuple(kept[k].shape)} in the checkpoint but "
-                              f"{tuple(own[k].shape)} in the model; build it with vqgan_config_from_taming "
-                              f"(check img_size for the attention resolutions)")
-    report = LoadReport(loaded=[k for k in own if k in kept], unexpected=[k for k in kept if k not in own])
-    missing = [k for k in own if k not in kept and k not in BOOKKEEPING]
-    disc_missing = [k for k in missing if k.startswith("loss.discriminator.")]
-    report.missing = [k for k in missing if k not in disc_missing]
+    report = report_converted(kept, own, source, "build it with vqgan_config_from_taming (check img_size for the "
+                              "attention resolutions)", not_expected=BOOKKEEPING)
+    disc_missing = [k for k in report.missing if k.startswith("loss.discriminator.")]
+    report.missing = [k for k in report.missing if k not in disc_missing]
     if dropped:
         report.notes.append(f"{len(dropped)} taming training-only tensors set aside (LPIPS network, logvar, "
                             f"EMA statistics)")
     if disc_missing:
         report.notes.append("no discriminator in the checkpoint: loss.discriminator kept at its init "
                             "(encode/decode are unaffected)")
-    if report.missing or (strict and report.unexpected):
-        report.raise_if_incomplete(source)
-    state = dict(own)
-    state.update({k: kept[k] for k in report.loaded})
-    model.load_state_dict(state)
+    load_converted(model, kept, report, source, strict)
     with torch.no_grad():
         model.quantize.initialized.fill_(True)  # pretrained codes: no k-means init on top
     return report
@@ -117,7 +96,7 @@ def load_taming_vqgan(model: VQGAN, state_dict_or_path, *, strict: bool = True) 
 def vqgan_from_taming(state_dict_or_path, img_size: int = 256, *, strict: bool = True,
                       **config_overrides) -> tuple[VQGAN, LoadReport]:
     """Build the VQGAN a taming checkpoint describes and load it: (model in eval mode, report)."""
-    sd, source = _as_state_dict(state_dict_or_path)
+    sd, source = as_state_dict(state_dict_or_path)
     model = VQGAN(vqgan_config_from_taming(sd, img_size, **config_overrides))
     report = load_taming_vqgan(model, sd, strict=strict)
     return model.eval(), report

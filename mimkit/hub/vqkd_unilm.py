@@ -24,19 +24,13 @@ import torch
 
 from ..errors import CheckpointError
 from ..tokenizers.vqkd import VQKD, VQKDConfig
-from .files import read_checkpoint, strip_prefix
-from .report import LoadReport
+from .files import as_state_dict, count_numbered
+from .report import LoadReport, load_converted, report_converted
 
 TRAINING_ONLY = (r"^quantize\.embedding\.(cluster_size|embed_avg|initted)$", r"^quantize\.cluster_size$",
                  r"^teacher_model\.", r"^scaling_layer\.", r"^loss\.")
 # mimkit's quantizer counters: not in unilm files, filled in on load
 BOOKKEEPING = ("quantize.initialized", "quantize.steps", "quantize.last_hit", "quantize.last_reset")
-
-
-def _as_state_dict(state_dict_or_path) -> tuple[dict, str]:
-    if isinstance(state_dict_or_path, dict):
-        return strip_prefix(dict(state_dict_or_path), "module."), "the state dict"
-    return read_checkpoint(state_dict_or_path).state_dict, repr(str(state_dict_or_path))
 
 
 def unilm_to_mimkit(sd: dict) -> tuple[dict, list[str]]:
@@ -60,14 +54,9 @@ def unilm_to_mimkit(sd: dict) -> tuple[dict, list[str]]:
     return out, dropped
 
 
-def _count(sd: dict, pattern: str) -> int:
-    found = {int(m.group(1)) for k in sd for m in [re.match(pattern, k)] if m}
-    return max(found) + 1 if found else 0
-
-
 def vqkd_config_from_unilm(state_dict_or_path, **overrides) -> VQKDConfig:
     """The VQKDConfig whose shapes match a unilm VQ-KD state dict; `overrides` set other fields."""
-    sd, source = _as_state_dict(state_dict_or_path)
+    sd, source = as_state_dict(state_dict_or_path)
     required = ("encoder.patch_embed.proj.weight", "encoder.pos_embed", "decoder.patch_embed.proj.weight",
                 "quantize.embedding.weight", "decode_task_layer.2.weight")
     absent = [k for k in required if k not in sd]
@@ -78,8 +67,8 @@ def vqkd_config_from_unilm(state_dict_or_path, **overrides) -> VQKDConfig:
     dim, dec_dim, patch = proj.shape[0], dec_proj.shape[0], proj.shape[-1]
     side = math.isqrt(sd["encoder.pos_embed"].shape[1] - 1)
     fields = dict(img_size=side * patch, patch_size=patch, in_chans=proj.shape[1], embed_dim=dim,
-                  depth=_count(sd, r"^encoder\.blocks\.(\d+)\."), num_heads=max(dim // 64, 1),
-                  decoder_embed_dim=dec_dim, decoder_depth=_count(sd, r"^decoder\.blocks\.(\d+)\."),
+                  depth=count_numbered(sd, r"^encoder\.blocks\.(\d+)\."), num_heads=max(dim // 64, 1),
+                  decoder_embed_dim=dec_dim, decoder_depth=count_numbered(sd, r"^decoder\.blocks\.(\d+)\."),
                   decoder_num_heads=max(dec_dim // 64, 1), mlp_ratio=sd["encoder.blocks.0.mlp.fc1.weight"].shape[0] / dim,
                   learned_pos_embed=True, codebook_size=sd["quantize.embedding.weight"].shape[0],
                   code_dim=sd["quantize.embedding.weight"].shape[1], kmeans_init=False,
@@ -92,23 +81,13 @@ def load_unilm_vqkd(model: VQKD, state_dict_or_path, *, strict: bool = True) -> 
     """Copy a unilm VQ-KD state dict (or file: .pth/.safetensors) into `model`; returns the report.
     Every mimkit weight must be present with its shape (else CheckpointError naming the key);
     strict=True also refuses checkpoint keys that are neither mapped nor known training-only ones."""
-    sd, source = _as_state_dict(state_dict_or_path)
+    sd, source = as_state_dict(state_dict_or_path)
     mapped, dropped = unilm_to_mimkit(sd)
     own = model.state_dict()
-    wrong = [k for k in mapped if k in own and tuple(mapped[k].shape) != tuple(own[k].shape)]
-    if wrong:
-        k = wrong[0]
-        raise CheckpointError(f"{source}: {k} has shape {tuple(mapped[k].shape)} in the checkpoint but "
-                              f"{tuple(own[k].shape)} in the model; build it with vqkd_config_from_unilm")
-    report = LoadReport(loaded=[k for k in own if k in mapped], unexpected=[k for k in mapped if k not in own],
-                        missing=[k for k in own if k not in mapped and k not in BOOKKEEPING])
+    report = report_converted(mapped, own, source, "build it with vqkd_config_from_unilm", not_expected=BOOKKEEPING)
     if dropped:
         report.notes.append(f"{len(dropped)} unilm training-only tensors set aside (EMA statistics, teacher)")
-    if report.missing or (strict and report.unexpected):
-        report.raise_if_incomplete(source)
-    state = dict(own)
-    state.update({k: mapped[k] for k in report.loaded})
-    model.load_state_dict(state)
+    load_converted(model, mapped, report, source, strict)
     with torch.no_grad():
         model.quantize.initialized.fill_(True)  # pretrained codes: no k-means init on top
     return report
@@ -116,7 +95,7 @@ def load_unilm_vqkd(model: VQKD, state_dict_or_path, *, strict: bool = True) -> 
 
 def vqkd_from_unilm(state_dict_or_path, *, strict: bool = True, **config_overrides) -> tuple[VQKD, LoadReport]:
     """Build the VQKD a unilm checkpoint describes and load it: (model in eval mode, report)."""
-    sd, _ = _as_state_dict(state_dict_or_path)
+    sd, _ = as_state_dict(state_dict_or_path)
     model = VQKD(vqkd_config_from_unilm(sd, **config_overrides))
     report = load_unilm_vqkd(model, sd, strict=strict)
     return model.eval(), report

@@ -15,7 +15,6 @@ Attribute names give the unilm key names (cls_token, mask_token, patch_embed.pro
 blocks.i.attn.{qkv.weight, q_bias, v_bias}, norm, lm_head, cls_pt_layers.i); only layer scale
 differs (ls1.gamma / ls2.gamma here, gamma_1 / gamma_2 there): see mimkit.hub.beitv2_unilm.
 """
-import math
 from dataclasses import dataclass
 
 import torch
@@ -24,8 +23,10 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..nn import Block, BlockMasking, Linear, PatchEmbed, RelativePositionBias, num_masked_patches, pool_tokens, to_pair
+from ..nn.init import beit_normal_, init_vit_weights_, rescale_residual_outputs_
 from .output import Output
 from .pixel_statistics import check_pixel_statistics, register_pixel_statistics
+from .vit_checks import check_patch_grid
 from .token_model import FrozenTokenizerConfig, FrozenTokenizerModel
 
 
@@ -78,10 +79,7 @@ class BEiTv2Config(FrozenTokenizerConfig):
 
     def validate(self, prefix: str = "model") -> None:
         self.validate_tokenizer(prefix)
-        sizes = to_pair(self.img_size)
-        if min(sizes) <= 0 or self.patch_size <= 0 or any(s % self.patch_size for s in sizes):
-            raise ConfigError(f"{prefix}.img_size {list(sizes)} must be positive and divisible by "
-                              f"{prefix}.patch_size {self.patch_size}")
+        check_patch_grid(self, prefix)
         if self.embed_dim <= 0 or self.num_heads <= 0 or self.embed_dim % self.num_heads:
             raise ConfigError(f"{prefix}.embed_dim={self.embed_dim} must be positive and divisible by "
                               f"{prefix}.num_heads={self.num_heads}")
@@ -161,25 +159,13 @@ class BEiTv2(FrozenTokenizerModel):
         """BEiT's init: N(0, 0.02) (truncated) weights and tokens, zero biases and relative bias
         table, unit LayerNorms, and block i's attn.proj / mlp.fc2 weights divided by sqrt(2 i)
         (the head blocks continue the count after early_layers). The tokenizer is left alone."""
-        for name, m in self.named_modules():
-            if name.startswith("tokenizer"):
-                continue
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_vit_weights_(self, beit_normal_, types=(nn.Linear, nn.Conv2d), skip="tokenizer")
         for token in (self.cls_token, self.mask_token, self.pos_embed):
             if token is not None:
-                nn.init.trunc_normal_(token, std=0.02)
+                beit_normal_(token)
         layer_ids = [i + 1 for i in range(len(self.blocks))]
         layer_ids += [self.config.early_layers + i + 1 for i in range(len(self.cls_pt_layers))]
-        with torch.no_grad():
-            for block, layer_id in zip([*self.blocks, *self.cls_pt_layers], layer_ids):
-                block.attn.proj.weight.div_(math.sqrt(2.0 * layer_id))
-                block.mlp.fc2.weight.div_(math.sqrt(2.0 * layer_id))
+        rescale_residual_outputs_([*self.blocks, *self.cls_pt_layers], layer_ids)
 
     # ------------------------------------------------------------------ helpers
     @property

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..nn import (Block, Linear, PatchEmbed, gather_tokens, patchify, pool_tokens, random_masking, sincos_2d, to_pair,
+from ..nn import (Block, Linear, PatchEmbed, gather_tokens, patchify, pool_tokens, random_masking, sincos_2d,
                   unpatchify)
+from ..nn.init import init_vit_weights_, xavier_patch_embed_
 from .output import Output
 from .pixel_statistics import check_pixel_statistics, register_pixel_statistics
+from .vit_checks import check_mask_ratio, check_patch_grid, check_width_heads
 
 
 
@@ -44,16 +45,9 @@ class MAEConfig:
     attn_impl: str = "auto"
 
     def validate(self, prefix: str = "model") -> None:
-        if not 0.0 <= self.mask_ratio < 1.0:
-            raise ConfigError(f"{prefix}.mask_ratio must be in [0, 1), got {self.mask_ratio}")
-        sizes = to_pair(self.img_size)
-        if min(sizes) <= 0 or self.patch_size <= 0 or any(s % self.patch_size for s in sizes):
-            raise ConfigError(f"{prefix}.img_size {list(sizes)} must be positive and divisible by "
-                              f"{prefix}.patch_size {self.patch_size}")
-        for dim, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
-            d, h = getattr(self, dim), getattr(self, heads)
-            if d <= 0 or h <= 0 or d % h or d % 4:
-                raise ConfigError(f"{prefix}.{dim}={d} must be positive, divisible by 4 and by {prefix}.{heads}={h}")
+        check_mask_ratio(self, prefix)
+        check_patch_grid(self, prefix)
+        check_width_heads(self, prefix, (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")))
         check_pixel_statistics(self, prefix)
 
 
@@ -101,19 +95,10 @@ class MAE(nn.Module):
         grid = self.patch_embed.grid_size
         self.pos_embed.data.copy_(sincos_2d(self.config.embed_dim, grid, cls_token=True)[None])
         self.decoder_pos_embed.data.copy_(sincos_2d(self.config.decoder_embed_dim, grid, cls_token=True)[None])
-        w = self.patch_embed.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.patch_embed.proj.bias)
+        xavier_patch_embed_(self.patch_embed)
         nn.init.normal_(self.cls_token, std=0.02)
         nn.init.normal_(self.mask_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_vit_weights_(self)
 
     # ------------------------------------------------------------ helpers
     @property

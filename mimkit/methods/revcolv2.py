@@ -22,10 +22,12 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..nn import Linear, PatchEmbed, gather_tokens, pool_tokens, random_masking, sincos_2d, to_pair
+from ..nn import Linear, PatchEmbed, gather_tokens, pool_tokens, random_masking, sincos_2d
+from ..nn.init import init_vit_weights_, xavier_patch_embed_
 from ..nn.reversible import ALPHA_MIN, ColumnStack
 from .mae import MAE, MAEOutput
 from .pixel_statistics import check_pixel_statistics, register_pixel_statistics
+from .vit_checks import check_mask_ratio, check_patch_grid, check_width_heads
 
 FEATURE_SOURCES = ("decoder", "encoder")
 
@@ -67,15 +69,9 @@ class RevColV2Config:
     features_from: str = "decoder"
 
     def validate(self, prefix: str = "model") -> None:
-        if not 0.0 <= self.mask_ratio < 1.0:
-            raise ConfigError(f"{prefix}.mask_ratio must be in [0, 1), got {self.mask_ratio}")
-        sizes = to_pair(self.img_size)
-        if min(sizes) <= 0 or self.patch_size <= 0 or any(s % self.patch_size for s in sizes):
-            raise ConfigError(f"{prefix}.img_size {list(sizes)} must be positive and divisible by "
-                              f"{prefix}.patch_size {self.patch_size}")
-        d, h = self.embed_dim, self.num_heads
-        if d <= 0 or h <= 0 or d % h or d % 4:
-            raise ConfigError(f"{prefix}.embed_dim={d} must be positive, divisible by 4 and by {prefix}.num_heads={h}")
+        check_mask_ratio(self, prefix)
+        check_patch_grid(self, prefix)
+        check_width_heads(self, prefix)
         if self.anchor_every < 0:
             raise ConfigError(f"{prefix}.anchor_every must be >= 0 (0 = no anchors), got {self.anchor_every}")
         for name in ("n_levels", "level_depth", "encoder_columns", "decoder_columns"):
@@ -134,19 +130,10 @@ class RevColV2(nn.Module):
         """MAE's init (fixed sin-cos positions, xavier-uniform linears, N(0, 0.02) tokens); the
         reversible scales keep alpha_init."""
         self.pos_embed.data.copy_(sincos_2d(self.config.embed_dim, self.grid_size, cls_token=True)[None])
-        w = self.patch_embed.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.patch_embed.proj.bias)
+        xavier_patch_embed_(self.patch_embed)
         nn.init.normal_(self.cls_token, std=0.02)
         nn.init.normal_(self.mask_tokens, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_vit_weights_(self)
 
     @property
     def grid_size(self) -> tuple[int, int]:

@@ -17,7 +17,6 @@ Module and attribute names are taming-transformers' (encoder, decoder, quant_con
 post_quant_conv, loss.discriminator), so `mimkit.hub.taming` converts its checkpoints by checking
 keys and shapes only.
 """
-import hashlib
 from dataclasses import dataclass, field
 
 import torch
@@ -26,6 +25,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..nn.vector_quantizer import VectorQuantizer
 from .conv_blocks import Decoder, Encoder
+from .fingerprint import state_fingerprint
 from .vqgan_loss import VQGANLoss
 
 # State that is bookkeeping, not weights: left out of fingerprint() (codes do not depend on it).
@@ -226,15 +226,9 @@ class VQGAN(nn.Module):
     def fingerprint(self) -> str:
         """sha256 over the class, architecture and every tensor that decides encode/decode (encoder,
         quant convs, codebook, decoder; not the discriminator or the training counters)."""
-        digest = hashlib.sha256(f"{type(self).__qualname__}:f{self.config.downsample_factor}:"
-                                f"l2={self.config.l2_codes}".encode())
-        for key, value in sorted(self.state_dict().items()):
-            if key.startswith("loss.") or key in BOOKKEEPING:
-                continue
-            value = value.detach().cpu().contiguous()
-            digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}".encode())
-            digest.update(value.view(-1).view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()
+        header = f"{type(self).__qualname__}:f{self.config.downsample_factor}:l2={self.config.l2_codes}"
+        return state_fingerprint(header, self.state_dict(),
+                                 lambda key: not key.startswith("loss.") and key not in BOOKKEEPING)
 
 
 # ------------------------------------------------------------------------------ presets

@@ -25,8 +25,6 @@ decode_task_layer; encoder/decoder = patch_embed.proj, cls_token, pos_embed, blo
 final LayerNorm named `norm` (unilm: fc_norm)), so `mimkit.hub.vqkd_unilm` converts official
 checkpoints with a handful of renames.
 """
-import hashlib
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -35,7 +33,9 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..nn import Block, Linear, PatchEmbed, sincos_2d, to_pair
+from ..nn.init import beit_normal_, init_vit_weights_, rescale_residual_outputs_
 from ..nn.vector_quantizer import VectorQuantizer
+from .fingerprint import state_fingerprint
 
 # Weights that decide the codes (the fingerprint covers exactly these prefixes).
 CODE_PATH = ("encoder.", "encode_task_layer.", "quantize.embedding.weight")
@@ -138,17 +138,11 @@ class PatchTransformer(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=norm_eps)
 
     def reset_parameters(self) -> None:
-        """BEiT's init: N(0, 0.02) (truncated) linears and cls token, zero biases, and the output
-        projections of block i scaled by 1 / sqrt(2 i) (unilm's fix_init_weight)."""
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        for i, block in enumerate(self.blocks, start=1):
-            block.attn.proj.weight.data.div_(math.sqrt(2.0 * i))
-            block.mlp.fc2.weight.data.div_(math.sqrt(2.0 * i))
+        """BEiT's init: N(0, 0.02) (truncated) linears and cls token, zero biases, unit LayerNorms, and
+        the output projections of block i scaled by 1 / sqrt(2 i) (unilm's fix_init_weight)."""
+        beit_normal_(self.cls_token)
+        init_vit_weights_(self, beit_normal_)
+        rescale_residual_outputs_(self.blocks, range(1, len(self.blocks) + 1))
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -185,10 +179,7 @@ class VQKD(nn.Module):
         self.encoder.reset_parameters()
         self.decoder.reset_parameters()
         for layer in (self.encode_task_layer, self.decode_task_layer):
-            for m in layer:
-                if isinstance(m, nn.Linear):
-                    nn.init.trunc_normal_(m.weight, std=0.02)
-                    nn.init.zeros_(m.bias)
+            init_vit_weights_(layer, beit_normal_)
         # the frozen teacher lives outside the module tree: not in state_dict / checkpoints
         self.external: dict[str, nn.Module] = {}
 
@@ -291,14 +282,8 @@ class VQKD(nn.Module):
         """sha256 over the class, the architecture and every tensor that decides the codes (encoder,
         encode_task_layer, codebook); not the decoder, the teacher or the training counters."""
         c = self.config
-        digest = hashlib.sha256(f"{type(self).__qualname__}:p{c.patch_size}:img{c.img_size}".encode())
-        for key, value in sorted(self.state_dict().items()):
-            if not key.startswith(CODE_PATH):
-                continue
-            value = value.detach().cpu().contiguous()
-            digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}".encode())
-            digest.update(value.view(-1).view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()
+        return state_fingerprint(f"{type(self).__qualname__}:p{c.patch_size}:img{c.img_size}", self.state_dict(),
+                                 lambda key: key.startswith(CODE_PATH))
 
 
 # ------------------------------------------------------------------------------ presets
