@@ -10,6 +10,7 @@
 - beitv2_unilm: microsoft/unilm BEiT v2 pretraining checkpoints <-> mimkit BEiTv2 (layer-scale names).
 - mage_official: LTH14/mage checkpoints <-> mimkit MAGE (one vocab table split into codes / class / [MASK]).
 - timm_vit:     MAE / MAGE encoders -> timm vit_* state dicts (and timm -> MAE encoder).
+- timm_beit:    BEiTv2 encoder <-> timm Beit (beitv2_* layout: per-block relative position tables).
 - converters:   the table of all of the above (`mimkit convert --list`).
 - pretrained:   save_pretrained / from_pretrained folders (safetensors + config.json + model card),
                 installed as methods on every registered model class.
@@ -22,6 +23,7 @@ from .mage_official import load_official_mage, mage_official_to_mimkit, mimkit_t
 from .pretrained import PretrainedMixin, from_pretrained, install_pretrained_methods, save_pretrained
 from .report import LoadReport
 from .taming import load_taming_vqgan, vqgan_config_from_taming, vqgan_from_taming
+from .timm_beit import beitv2_to_timm_beit, load_timm_beit, timm_beit_to_beitv2
 from .timm_vit import mae_to_timm_vit, mage_to_timm_vit, timm_vit_to_mae
 from .vqkd_unilm import load_unilm_vqkd, vqkd_config_from_unilm, vqkd_from_unilm
 from .vitmae import (detect_vitmae_scheme, mae_config_to_vitmae, mimkit_to_vitmae, vitmae_config_to_mae,
@@ -35,6 +37,7 @@ __all__ = ["Checkpoint", "load_state_dict_file", "read_checkpoint", "save_state_
            "load_unilm_beitv2", "beitv2_to_unilm", "unilm_to_beitv2",
            "PretrainedMixin", "from_pretrained", "save_pretrained", "Converter", "converter_table",
            "get_converter", "load_official_mage", "mage_official_to_mimkit", "mimkit_to_mage_official",
-           "mae_to_timm_vit", "mage_to_timm_vit", "timm_vit_to_mae"]
+           "mae_to_timm_vit", "mage_to_timm_vit", "timm_vit_to_mae",
+           "beitv2_to_timm_beit", "load_timm_beit", "timm_beit_to_beitv2"]
 
 install_pretrained_methods()

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from . import mage_official, taming, timm_vit, vitmae
+from . import mage_official, taming, timm_beit, timm_vit, vitmae
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,10 @@ def _table() -> dict[str, Converter]:
                                   "timm key list and shapes; round trip into a MAE, equal features"),
         "timm-vit-mage": Converter("mage", "timm vit_* blocks/norm/pos_embed (no patch_embed)", None,
                                    timm_vit.mage_to_timm_vit, "-", "timm key list and shapes"),
+        "timm-beit": Converter("beitv2", "timm Beit, beitv2_* layout (num_classes=0, global_pool='token')",
+                               timm_beit.timm_beit_to_beitv2, timm_beit.beitv2_to_timm_beit, "load_timm_beit",
+                               "tests/test_timm_beit.py: timm key list and shapes; round trip, equal features; "
+                               "equal to a hand-written timm Beit forward"),
     }
     try:  # written beside this module by the BEiT v2 / VQ-KD work
         from . import beitv2_unilm
