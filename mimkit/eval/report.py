@@ -100,12 +100,16 @@ def format_comparison_table(rows: list[ProbeComparison]) -> str:
 
     body = [[r.method or "-", r.pool, num(r.linear_pretrained), num(r.linear_random), num(r.linear_gain, "+.2f"),
              num(r.knn_pretrained), num(r.knn_random), num(r.knn_gain, "+.2f")] for r in rows]
+    return text_table("test top-1 (%), pretrained vs the same architecture at random init", header, body)
+
+
+def text_table(title: str, header: list[str], body: list[list[str]], left_columns: int = 2) -> str:
+    """title, header, a rule and body rows; the first `left_columns` columns left-aligned, the rest right."""
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
     def fmt(line):
-        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))]
+        cells = [c.ljust(w) if i < left_columns else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))]
         return " | ".join(cells).rstrip()
 
     rule = "-+-".join("-" * w for w in widths)
-    return "\n".join(["test top-1 (%), pretrained vs the same architecture at random init",
-                      fmt(header), rule, *map(fmt, body)])
+    return "\n".join([title, fmt(header), rule, *map(fmt, body)])
