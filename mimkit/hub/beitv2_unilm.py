@@ -50,22 +50,32 @@ def load_unilm_beitv2(model, state_dict_or_path, *, strict: bool = False) -> Loa
     sd, source = as_state_dict(state_dict_or_path)
     sd = unilm_to_beitv2(sd)
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(TOKENIZER_PREFIX)}
-    common = [k for k in sd if k in own]
+    report = copy_checked(model, sd, own, source, strict=strict,
+                          hint="check model.embed_dim, depth, patch_size, img_size and the tokenizer's "
+                               "codebook_size (lm_head)")
+    report.notes.append("tokenizer.* is not in unilm checkpoints: it comes from model.tokenizer_config / the VQ-KD run")
+    return report
+
+
+def copy_checked(model, converted: dict, own: dict, source: str, *, hint: str, strict: bool,
+                 extra_unexpected: tuple = ()) -> LoadReport:
+    """Copy the `converted` tensors whose keys are in `own` (the part of model.state_dict() the file
+    may hold) into the BEiTv2 `model`, after checking them all: CheckpointError when no key is
+    shared, a shape differs (then `hint`), a relative_position_index is of another patch grid or,
+    with strict, a key is missing / unexpected. Nothing is copied when it raises."""
+    common = [k for k in converted if k in own]
     if not common:
-        raise CheckpointError(f"no key of {source} belongs to a BEiT v2 model (first keys: {list(sd)[:5]})")
+        raise CheckpointError(f"no key of {source} belongs to a BEiT v2 model (first keys: {list(converted)[:5]})")
     for key in common:
-        if tuple(sd[key].shape) != tuple(own[key].shape):
-            raise CheckpointError(f"shape mismatch for {key!r}: {source} has {list(sd[key].shape)}, the model has "
-                                  f"{list(own[key].shape)}; check model.embed_dim, depth, patch_size, img_size "
-                                  f"and the tokenizer's codebook_size (lm_head)")
-    for key in common:
-        if key.endswith("relative_position_index") and not torch.equal(sd[key].long(), own[key]):
+        if tuple(converted[key].shape) != tuple(own[key].shape):
+            raise CheckpointError(f"shape mismatch for {key!r}: {source} has {list(converted[key].shape)}, the model "
+                                  f"has {list(own[key].shape)}; {hint}")
+        if key.endswith("relative_position_index") and not torch.equal(converted[key].long(), own[key]):
             raise CheckpointError(f"{key} of {source} indexes another patch grid than the model's "
                                   f"{tuple(model.grid_size)}; check model.img_size / model.patch_size")
-    model.load_state_dict({k: sd[k] for k in common}, strict=False)
-    report = LoadReport(loaded=common, missing=[k for k in own if k not in sd],
-                        unexpected=[k for k in sd if k not in own])
-    report.notes.append("tokenizer.* is not in unilm checkpoints: it comes from model.tokenizer_config / the VQ-KD run")
+    report = LoadReport(loaded=common, missing=[k for k in own if k not in converted],
+                        unexpected=[k for k in converted if k not in own] + list(extra_unexpected))
     if strict:
         report.raise_if_incomplete(source)
+    model.load_state_dict({k: converted[k] for k in common}, strict=False)
     return report

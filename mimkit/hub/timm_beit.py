@@ -35,7 +35,7 @@ Import: the reverse; per-block tables must all be equal (mimkit's BEiTv2 has one
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from .beitv2_unilm import RENAMES, rename
+from .beitv2_unilm import RENAMES, copy_checked, rename
 from .files import as_state_dict, count_numbered
 from .report import LoadReport
 
@@ -110,24 +110,10 @@ def load_timm_beit(model, state_dict_or_path, *, strict: bool = False) -> LoadRe
     sd, source = as_state_dict(state_dict_or_path)
     converted = timm_beit_to_beitv2(sd)
     own = {k: v for k, v in model.state_dict().items() if is_encoder_key(k)}
-    common = [k for k in converted if k in own]
-    if not common:
-        raise CheckpointError(f"no key of {source} belongs to a BEiT v2 encoder (first keys: {list(sd)[:5]})")
-    for key in common:
-        if tuple(converted[key].shape) != tuple(own[key].shape):
-            raise CheckpointError(f"shape mismatch for {key!r}: {source} has {list(converted[key].shape)}, the model "
-                                  f"has {list(own[key].shape)}; check model.embed_dim, depth, num_heads, mlp_ratio, "
-                                  f"patch_size, img_size and in_chans")
-    index = f"rel_pos_bias.{INDEX}"
-    if index in common and not torch.equal(converted[index].long(), own[index]):
-        raise CheckpointError(f"the relative_position_index of {source} indexes another patch grid than the model's "
-                              f"{tuple(model.grid_size)}; check model.img_size / model.patch_size")
-    model.load_state_dict({k: converted[k] for k in common}, strict=False)
-    report = LoadReport(loaded=common, missing=[k for k in own if k not in converted],
-                        unexpected=[k for k in converted if k not in own] + [k for k in sd if k.startswith("head.")])
+    report = copy_checked(model, converted, own, source, strict=strict,
+                          extra_unexpected=tuple(k for k in sd if k.startswith("head.")),
+                          hint="check model.embed_dim, depth, num_heads, mlp_ratio, patch_size, img_size and in_chans")
     report.notes.append("mask_token, lm_head, cls_pt_layers and tokenizer.* are not in a timm Beit: kept as in the model")
     if any(k.startswith("fc_norm.") for k in sd):
         report.notes.append("fc_norm (timm global_pool='avg') was loaded as the final norm")
-    if strict:
-        report.raise_if_incomplete(source)
     return report
