@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..nn import (Block, Linear, PatchEmbed, gather_tokens, patchify, pool_tokens, random_masking, sincos_2d,
-                  unpatchify)
+from ..errors import ConfigError
+from ..nn import (MASK_TYPES, Block, Linear, PatchEmbed, gather_tokens, mask_noise, patchify, pool_tokens,
+                  random_masking, sincos_2d, unpatchify)
 from ..nn.init import init_vit_weights_, xavier_patch_embed_
 from .output import Output
 from .pixel_statistics import check_pixel_statistics, register_pixel_statistics
@@ -24,7 +25,11 @@ from .vit_checks import check_mask_ratio, check_patch_grid, check_width_heads
 class MAEConfig:
     """Architecture and objective of an MAE. Images enter in [0, 1] and are normalised with
     pixel_mean / pixel_std (one value per channel, or one value for all; empty = ImageNet's
-    statistics for 3 channels, 0.5 / 0.5 otherwise)."""
+    statistics for 3 channels, 0.5 / 0.5 otherwise).
+
+    mask_type: which patches training hides (mimkit.nn.mask_noise): "random" (the paper's
+    default), "block" (BEiT-style rectangles, min area 16 patches of 196 scaled to the grid) or
+    "grid" (keep one patch of every 2x2 cell)."""
 
     img_size: int | tuple[int, int] = 224
     patch_size: int = 16
@@ -38,6 +43,7 @@ class MAEConfig:
     mlp_ratio: float = 4.0
     norm_eps: float = 1e-6
     mask_ratio: float = 0.75
+    mask_type: str = "random"
     norm_pix_loss: bool = False
     pixel_mean: tuple[float, ...] = ()
     pixel_std: tuple[float, ...] = ()
@@ -46,6 +52,8 @@ class MAEConfig:
 
     def validate(self, prefix: str = "model") -> None:
         check_mask_ratio(self, prefix)
+        if self.mask_type not in MASK_TYPES:
+            raise ConfigError(f"{prefix}.mask_type must be one of {', '.join(MASK_TYPES)}, got {self.mask_type!r}")
         check_patch_grid(self, prefix)
         check_width_heads(self, prefix, (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")))
         check_pixel_statistics(self, prefix)
@@ -136,7 +144,10 @@ class MAE(nn.Module):
         # Mask the raw patches and embed only the kept ones: the same tokens as embedding all
         # and then masking (the projection is per patch), for a quarter of the work and with no
         # gather in the backward pass.
-        masked = random_masking(self.patch_embed.patches(x), mask_ratio, noise=noise)
+        patches = self.patch_embed.patches(x)
+        if noise is None and self.config.mask_type != "random":
+            noise = self.structured_noise(x.shape[0], patches.shape[1], mask_ratio, x.device)
+        masked = random_masking(patches, mask_ratio, noise=noise)
         pos = gather_tokens(self.pos_embed[:, 1:, :].expand(x.shape[0], -1, -1), masked.ids_keep)
         tokens = self.patch_embed.embed(masked.kept) + pos  # (N, K, D)
         cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
@@ -144,6 +155,12 @@ class MAE(nn.Module):
         for block in self.blocks:
             h = block(h)
         return self.norm(h), masked.mask, masked.ids_restore
+
+    def structured_noise(self, n: int, length: int, mask_ratio: float, device) -> torch.Tensor:
+        """(N, L) noise whose int(L * (1 - mask_ratio)) smallest entries follow config.mask_type."""
+        keep = int(length * (1 - mask_ratio))
+        min_block = max(1, round(16 * length / 196))  # BEiT's 16 of a 14x14 grid, scaled to this grid
+        return mask_noise(self.config.mask_type, n, self.grid_size, keep, min_block=min_block, device=device)
 
     def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
         """latent (N, 1+K, D), ids_restore (N, L) -> predicted patches (N, L, p*p*C)."""

@@ -6,6 +6,7 @@ from .drop_path import DropPath
 from .layer_scale import LayerScale
 from .linear import Linear, linear
 from .mask_schedules import SCHEDULES, mask_fraction, num_masked_for_training, truncated_normal_ratio
+from .mask_noise import MASK_TYPES, mask_noise
 from .masking import MaskedSequence, gather_tokens, random_masking
 from .mlp import Mlp
 from .patch_embed import PatchEmbed, patchify, to_pair, unpatchify
