@@ -1,0 +1,110 @@
+"""What every reproduction shares: where runs go, training a run once and reusing it, the
+evaluation splits, and the random-init baseline of a probe.
+
+Runs of a reproduction live in `work/NAME/RUN` (default work: runs/repro, quick mode: runs/repro-quick);
+prerequisites several reproductions need (a VQGAN, a feature network, an MAE teacher) live in
+`work/shared/RUN`, so the second reproduction that needs them does not train them again. A run is
+reused when its last checkpoint was made from exactly the same config; a run with the same config
+that stopped early is resumed; anything else is retrained from scratch.
+"""
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+
+REQUEST_FILE = "repro_request.json"
+
+
+@dataclass
+class ReproContext:
+    """name: the reproduction (its runs go to work/name); out: where the report goes;
+    quick: the smoke-test sizes; threads: torch CPU threads for training and evaluation."""
+
+    name: str
+    out: Path
+    work: Path
+    quick: bool = False
+    threads: int = 0
+    progress: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        self.out, self.work = Path(self.out), Path(self.work)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+
+    def run_dir(self, run: str, shared: bool = False) -> Path:
+        return self.work / ("shared" if shared else self.name) / run
+
+    def log(self, message: str) -> None:
+        print(f"[repro {self.name}] {message}", flush=True)
+
+    def train(self, preset: str, overrides: list[str], run: str, shared: bool = False) -> Path:
+        """Train `preset` with `overrides` into work/(name|shared)/run, or reuse/resume a run made
+        from the same config; returns the run folder."""
+        from ..config import check_image_size, load_config, to_dict
+        from ..engine.checkpoint import latest_checkpoint
+        from ..train import train
+
+        out = self.run_dir(run, shared)
+        settings = [*overrides, f"train.out_dir={out}", f"train.progress={str(self.progress).lower()}",
+                    f"train.threads={self.threads}", f"train.seed={self.seed}"]
+        config = load_config(preset, settings)
+        check_image_size(config)
+        wanted = comparable(to_dict(config))
+        request = out / REQUEST_FILE  # the config this folder's run was asked for (the saved config.json
+        done = latest_checkpoint(out)  # is the resolved one: tokenizer configs filled in, etc.)
+        if done is not None and request.is_file() and json.loads(request.read_text()) == wanted:
+            step = int(done.name.removeprefix("step_"))
+            if step >= config.train.steps:
+                self.log(f"reusing {out} ({step} steps, same config)")
+                return out
+            if latest_checkpoint(out, need_state=True) is not None:
+                self.log(f"resuming {out} from step {step}")
+                return train(config, resume=True)
+        self.log(f"training {preset} -> {out} ({config.train.steps} steps)")
+        out.mkdir(parents=True, exist_ok=True)
+        request.write_text(json.dumps(wanted, indent=1))
+        return train(replace(config, train=replace(config.train, overwrite=True)))
+
+    def splits(self, train_limit: int, test_limit: int, image_size: int = 28):
+        """Fashion-MNIST (train, test) at image_size, un-augmented, the first *_limit images."""
+        from ..data import build_dataset
+        from ..data.config import DataConfig
+
+        def split(name, limit):
+            cfg = DataConfig(name="fashion-mnist", split=name, augment=False, limit=limit, image_size=image_size)
+            return build_dataset(cfg, channels=1, split=name)
+
+        return split("train", train_limit), split("test", test_limit)
+
+
+def comparable(config: dict) -> dict:
+    """A config dict without the fields that do not change what a run computes."""
+    config = json.loads(json.dumps(config))
+    for key in ("progress", "threads", "overwrite", "out_dir", "log_every", "ckpt_every", "keep_checkpoints",
+                "picture_every"):
+        config.get("train", {}).pop(key, None)
+    config.get("data", {}).pop("num_workers", None)
+    return config
+
+
+def random_init_like(model, config):
+    """The same architecture as `model` at a fresh seeded init (a token model keeps its trained
+    tokenizer: the baseline is a random transformer over the same tokens)."""
+    from ..methods import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        fresh = build_model(config.method, config.model).eval()
+    if hasattr(model, "tokenizer"):
+        fresh.tokenizer.load_state_dict(model.tokenizer.state_dict())
+    return fresh
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
