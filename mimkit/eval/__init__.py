@@ -8,6 +8,11 @@ from .linprobe import LinearProbeHead, LinearProbeResult, linear_probe
 from .psnr import psnr
 from .report import ProbeComparison, ProbeReport, compare_with_random_init, format_comparison_table, probe_model
 from .tokenizer import TokenizerReport, evaluate_tokenizer
+from .finetune import (FineTuneClassifier, FineTuneComparison, FineTuneResult, compare_finetune_with_random_init,
+                       finetune, format_finetune_table)
+from .layerwise import (LayerwiseComparison, LayerwiseRow, block_features, compare_layerwise_with_random_init,
+                        format_layerwise_table, layerwise_probe)
+from .mixup import Mixup
 
 __all__ = [
     "extract_features",
@@ -25,4 +30,17 @@ __all__ = [
     "psnr",
     "TokenizerReport",
     "evaluate_tokenizer",
+    "FineTuneClassifier",
+    "FineTuneComparison",
+    "FineTuneResult",
+    "compare_finetune_with_random_init",
+    "finetune",
+    "format_finetune_table",
+    "LayerwiseComparison",
+    "LayerwiseRow",
+    "block_features",
+    "compare_layerwise_with_random_init",
+    "format_layerwise_table",
+    "layerwise_probe",
+    "Mixup",
 ]

@@ -11,6 +11,10 @@ the patch tokens after block `early_layers`, passed through `head_layers` extra 
 (`cls_pt_layers`) and the SAME norm + lm_head; the total loss is the sum of both cross-entropies.
 The extra blocks push global information into the cls token and are not used by `features`.
 
+target="pixels" is the low-level baseline of the same network: the head regresses the pixels of
+each hidden patch instead (MAE's per-patch normalised target, MSE), everything else unchanged; the
+tokenizer then only fixes the patch grid.
+
 Attribute names give the unilm key names (cls_token, mask_token, patch_embed.proj, rel_pos_bias,
 blocks.i.attn.{qkv.weight, q_bias, v_bias}, norm, lm_head, cls_pt_layers.i); only layer scale
 differs (ls1.gamma / ls2.gamma here, gamma_1 / gamma_2 there): see mimkit.hub.beitv2_unilm.
@@ -24,6 +28,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..nn import Block, BlockMasking, Linear, PatchEmbed, RelativePositionBias, num_masked_patches, pool_tokens, to_pair
 from ..nn.init import beit_normal_, init_vit_weights_, rescale_residual_outputs_
+from .mae import MAE
 from .output import Output
 from .pixel_statistics import check_pixel_statistics, register_pixel_statistics
 from .vit_checks import check_patch_grid
@@ -41,7 +46,9 @@ class BEiTv2Config(FrozenTokenizerConfig):
     [mask_min_aspect, 1 / mask_min_aspect]. abs_pos_embed: also a learned absolute position
     embedding (the released BEiT v2 models use the relative bias only). Images enter in [0, 1] and
     are normalised with pixel_mean / pixel_std (see pixel_statistics) for the ViT; the tokenizer
-    gets the [0, 1] images.
+    gets the [0, 1] images. target: "codes" (the tokenizer's, cross-entropy: BEiT v2) or "pixels"
+    (the normalised pixels of each hidden patch, MSE: a low-level baseline; with norm_pix_loss each
+    patch's target is standardised by its own mean and std, as MAE's).
     """
 
     img_size: int | tuple[int, int] = 224
@@ -65,6 +72,8 @@ class BEiTv2Config(FrozenTokenizerConfig):
     pixel_mean: tuple[float, ...] = ()
     pixel_std: tuple[float, ...] = ()
     attn_impl: str = "auto"
+    target: str = "codes"
+    norm_pix_loss: bool = True
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -102,11 +111,16 @@ class BEiTv2Config(FrozenTokenizerConfig):
         if not 0.0 < self.mask_min_aspect <= 1.0:
             raise ConfigError(f"{prefix}.mask_min_aspect must be in (0, 1], got {self.mask_min_aspect}")
         check_pixel_statistics(self, prefix)
+        if self.target not in TARGETS:
+            raise ConfigError(f"{prefix}.target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+
+
+TARGETS = ("codes", "pixels")
 
 
 @dataclass
 class BEiTv2Output(Output):
-    """mask: (N, L) bool, True = hidden; targets: (N, L) the tokenizer's codes."""
+    """mask: (N, L) bool, True = hidden; targets: (N, L) the tokenizer's codes (None with target="pixels")."""
 
     mask: torch.Tensor | None = None
     targets: torch.Tensor | None = None
@@ -117,6 +131,9 @@ class BEiTv2(FrozenTokenizerModel):
 
     config_class = BEiTv2Config
     tokenizer_needs = ("encode", "codebook_size", "grid_size")
+    # target="pixels": MAE's patch helpers as they are (they read config.patch_size / norm_pix_loss)
+    patchify = MAE.patchify
+    pixel_target = MAE.target
 
     def __init__(self, config: BEiTv2Config):
         config.validate()
@@ -139,7 +156,8 @@ class BEiTv2(FrozenTokenizerModel):
         self.cls_pt_layers = nn.ModuleList(self.make_block(head_rates[c.early_layers + i])
                                            for i in range(c.head_layers))
         self.norm = nn.LayerNorm(c.embed_dim, eps=c.norm_eps)
-        self.lm_head = Linear(c.embed_dim, self.codebook_size)
+        outputs = self.codebook_size if c.target == "codes" else c.patch_size**2 * c.in_chans
+        self.lm_head = Linear(c.embed_dim, outputs)
         try:
             self.masking = BlockMasking(grid, c.masked_count, c.min_mask_patches, c.max_mask_patches or None,
                                         c.mask_min_aspect)
@@ -229,10 +247,13 @@ class BEiTv2(FrozenTokenizerModel):
                 generator: torch.Generator | None = None, **_) -> BEiTv2Output:
         """images (N, C, H, W) in [0, 1] (labels are ignored); tokens: optional precomputed codes
         (N, h, w) of these images; mask: optional (N, L) or (N, h, w) bool, else drawn (with
-        `generator`) -> loss = CE(MIM head) + CE(aggregation head) on the hidden patches."""
+        `generator`) -> loss = CE(MIM head) + CE(aggregation head) on the hidden patches (MSE to
+        the patches' pixels with target="pixels"; tokens are then ignored)."""
         if images is None:
             raise ValueError("BEiT v2 trains on images (the ViT input); give a batch with 'images', not a token cache")
         n = len(images)
+        if self.config.target == "pixels":
+            return self.forward_pixels(images, mask, generator)
         targets = self.targets(images) if tokens is None else tokens.flatten(1).long()
         if targets.shape[1] != self.patch_embed.num_patches:
             raise ValueError(f"{targets.shape[1]} codes per image do not match the {self.grid_size} patch grid")
@@ -250,8 +271,23 @@ class BEiTv2(FrozenTokenizerModel):
             logs |= {"loss_agg": loss_agg.detach(), "accuracy_agg": (logits_agg.argmax(-1) == target).float().mean()}
         return BEiTv2Output(loss=loss, logs={"loss": loss.detach(), **logs}, mask=mask, targets=targets)
 
+    def forward_pixels(self, images: torch.Tensor, mask: torch.Tensor | None,
+                       generator: torch.Generator | None) -> BEiTv2Output:
+        """target="pixels": the same masking, ViT and heads, regressing each hidden patch's
+        normalised pixels (M, p*p*C) with MSE; loss = MSE(MIM head) + MSE(aggregation head)."""
+        n = len(images)
+        mask = self.draw_mask(n, images.device, generator) if mask is None else mask.reshape(n, -1).bool()
+        target = self.pixel_target(self.normalize(images))[mask]
+        last, early = self.forward_encoder(images, mask, keep_early=bool(self.cls_pt_layers))
+        loss = loss_mim = F.mse_loss(self.mim_logits(last, mask).float(), target)
+        logs = {"loss_mim": loss_mim.detach()}
+        if self.cls_pt_layers:
+            loss_agg = F.mse_loss(self.mim_logits(self.forward_aggregation(last, early), mask).float(), target)
+            loss = loss + loss_agg
+            logs["loss_agg"] = loss_agg.detach()
+        return BEiTv2Output(loss=loss, logs={"loss": loss.detach(), **logs}, mask=mask)
+
     # ------------------------------------------------------------------ downstream use
-    @torch.no_grad()
     def features(self, images: torch.Tensor, pool: str = "cls") -> torch.Tensor:
         """images (N, C, H, W) in [0, 1] -> (N, D): the unmasked ViT's normed cls token
         (pool="cls") or the mean of its normed patch tokens (pool="mean"); no aggregation head."""

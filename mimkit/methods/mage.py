@@ -186,7 +186,6 @@ class MAGE(MaskedTokenModel):
         logs["loss"] = loss.detach()
         return Output(loss=loss, logs=logs)
 
-    @torch.no_grad()
     def features(self, images: torch.Tensor, pool: str = "mean") -> torch.Tensor:
         """images (N, C, H, W) in [0, 1] -> (N, D): the average-pooled encoder output over the image
         tokens with no mask and no label (pool="mean"), or its class position (pool="cls")."""

@@ -122,7 +122,6 @@ class MaskGIT(MaskedTokenModel):
         return Output(loss=loss, logs={"loss": loss.detach(), "accuracy": accuracy,
                                        "mask_fraction": mask.float().mean()})
 
-    @torch.no_grad()
     def features(self, images: torch.Tensor, pool: str = "mean") -> torch.Tensor:
         """images (N, C, H, W) in [0, 1] -> (N, D): mean of the image tokens' hidden states with no
         mask and no label (pool="mean"), or the class position's (pool="cls")."""
