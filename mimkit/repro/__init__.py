@@ -37,6 +37,8 @@ def run_repro(name: str, *, out: str | Path | None = None, work: str | Path | No
     ctx = ReproContext(name=name, out=Path(out) if out else default_out(name, quick), work=work, quick=quick,
                        threads=threads, progress=progress)
     report = module.run(ctx)
+    reused = set(ctx.reused)
+    report.reused_runs, report.reused_minutes = len(reused), sum(map(ctx.train_minutes, reused))
     return report.write(ctx.out)
 
 

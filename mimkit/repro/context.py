@@ -8,6 +8,7 @@ reused when its last checkpoint was made from exactly the same config; a run wit
 that stopped early is resumed; anything else is retrained from scratch.
 """
 import json
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 from ..errors import ConfigError
 
 REQUEST_FILE = "repro_request.json"
+SECONDS_FILE = "repro_train_seconds.txt"
 
 
 @dataclass
@@ -33,6 +35,7 @@ class ReproContext:
 
     def __post_init__(self):
         self.out, self.work = Path(self.out), Path(self.work)
+        self.reused: list[Path] = []  # runs an earlier invocation trained
         if self.threads:
             torch.set_num_threads(self.threads)
 
@@ -61,14 +64,22 @@ class ReproContext:
             step = int(done.name.removeprefix("step_"))
             if step >= config.train.steps:
                 self.log(f"reusing {out} ({step} steps, same config)")
+                self.reused.append(out)
                 return out
             if latest_checkpoint(out, need_state=True) is not None:
                 self.log(f"resuming {out} from step {step}")
-                return train(config, resume=True)
+                return timed(out, lambda: train(config, resume=True))
         self.log(f"training {preset} -> {out} ({config.train.steps} steps)")
         out.mkdir(parents=True, exist_ok=True)
         request.write_text(json.dumps(wanted, indent=1))
-        return train(replace(config, train=replace(config.train, overwrite=True)))
+        (out / SECONDS_FILE).unlink(missing_ok=True)
+        return timed(out, lambda: train(replace(config, train=replace(config.train, overwrite=True))))
+
+    @staticmethod
+    def train_minutes(run_dir: Path) -> float:
+        """Wall minutes `train` spent on this run over all invocations (0 if unknown)."""
+        file = Path(run_dir) / SECONDS_FILE
+        return float(file.read_text()) / 60 if file.is_file() else 0.0
 
     def splits(self, train_limit: int, test_limit: int, image_size: int = 28):
         """Fashion-MNIST (train, test) at image_size, un-augmented, the first *_limit images."""
@@ -80,6 +91,16 @@ class ReproContext:
             return build_dataset(cfg, channels=1, split=name)
 
         return split("train", train_limit), split("test", test_limit)
+
+
+def timed(run_dir: Path, work) -> Path:
+    """Run work() and add its wall seconds to run_dir's SECONDS_FILE (a resumed run adds up)."""
+    started = time.time()
+    result = work()
+    file = run_dir / SECONDS_FILE
+    before = float(file.read_text()) if file.is_file() else 0.0
+    file.write_text(f"{before + time.time() - started:.1f}\n")
+    return result
 
 
 def comparable(config: dict) -> dict:
