@@ -86,8 +86,8 @@ class Report:
                  f"{time.strftime('%Y-%m-%d', time.gmtime(self.started))} in {seconds / 60:.1f} min "
                  f"(mode: {mode})."
                  + (f" {self.reused_runs} run(s) were reused from an earlier invocation with the same config; "
-                   f"their {self.reused_minutes:.1f} min of training are not in that figure." if self.reused_runs
-                   else ""), ""]
+                   f"their training ({f'{self.reused_minutes:.1f} min' if self.reused_minutes else 'time not recorded'})"
+                   f" is not in that figure." if self.reused_runs else ""), ""]
         if self.claims:
             lines += ["## Claims", ""]
             if self.quick:
