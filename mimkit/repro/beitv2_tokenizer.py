@@ -27,6 +27,7 @@ from ..eval.report import probe_model
 from ..tokenizers.teacher import load_teacher
 from .context import ReproContext, random_init_like
 from .report import Report
+from .stages import fresh_minutes, stage_text, timed_train
 
 # Throughput measured on this machine (one thread, shared with two other trainings, ~65% of a core):
 # mae_demo_fmnist ~300 images/s (0.21 s / step of 64), vqkd_fmnist ~80 images/s (teacher forward
@@ -42,16 +43,6 @@ MARGIN = 0.5  # points of top-1: a smaller gap is within the spread of seeds at 
 USAGE_MIN = 0.95  # "uses its codebook well": the released tokenizers use 97-100% of their codes
 RESTART_GAIN = 0.10  # restarts "prevent collapse" if they add >= 10 points of codebook usage
 COSINE_GAIN = 0.02  # the codes carry more than the patch position if they beat its cosine by this
-
-
-def timed_train(ctx: ReproContext, preset: str, overrides: list[str], run: str, shared: bool = False):
-    """ctx.train -> (run folder, {"minutes", "reused", "trained_minutes"}): this call's wall minutes,
-    whether an earlier invocation trained the run, and the training time the run took (None if unknown)."""
-    started = time.time()
-    out = ctx.train(preset, overrides, run, shared=shared)
-    trained = ctx.train_minutes(out)
-    return out, {"minutes": round((time.time() - started) / 60, 2), "reused": out in ctx.reused,
-                 "trained_minutes": round(trained, 2) if trained else None}
 
 
 def last_logged(run_dir, keys: tuple[str, ...]) -> dict:
@@ -167,23 +158,13 @@ def run(ctx: ReproContext) -> Report:
     return report
 
 
-def fresh_minutes(stages: dict) -> float:
-    """Wall minutes of the whole pipeline from scratch: reused stages count their training time."""
-    return sum(info["trained_minutes"] if info["reused"] and info.get("trained_minutes") is not None
-               else info["minutes"] for info in stages.values())
-
-
 def write_report(report: Report, s: dict) -> None:
     r = report.results
     stages, toks, probes = r["stages"], r["tokenizers"], r["probes"]
     r["fresh_minutes"] = round(fresh_minutes(stages), 1)
 
     def took(stage):
-        info = stages[stage]
-        if not info["reused"]:
-            return f"{info['minutes']:.1f} min"
-        trained = info.get("trained_minutes")
-        return "reused" + (f", trained earlier in {trained:.1f} min" if trained is not None else "")
+        return stage_text(stages[stage])
 
     report.text(
         f"Setup (Fashion-MNIST, 28 px grey, 4 px patches -> 7x7 grid, seed 0, one CPU thread): teacher `mimkit train "

@@ -18,7 +18,8 @@ from ..generation import MaskedTokenSampler
 from ..nn.mask_schedules import truncated_normal_ratio
 from .context import ReproContext, random_init_like
 from .report import Report
-from .token_prerequisites import FidBench, prepare, stage_text, three_way, timed_train
+from .stages import stage_text, timed_train
+from .token_prerequisites import FidBench, prepare, three_way
 
 # mage_fmnist is encoder 192-d x 4 (6 heads), decoder 128-d x 2 (4 heads), 1500 steps. At 96-d / 96-d it
 # trains at ~130 images/s on one thread of this shared machine and samples 500 images x 12 steps in ~30 s.

@@ -14,7 +14,8 @@ from ..generation import MaskedTokenSampler
 from ..nn.mask_schedules import SCHEDULES, mask_fraction
 from .context import ReproContext
 from .report import Report
-from .token_prerequisites import FidBench, prepare, stage_text, three_way, timed_train
+from .stages import stage_text, timed_train
+from .token_prerequisites import FidBench, prepare, three_way
 
 # maskgit_fmnist is 192-d x 4 (6 heads), 2000 steps; 128-d runs ~2x faster to train (~170 images/s on one
 # free thread, half that on this shared machine) and to sample (~1.1 s per decoding step per 500 samples),

@@ -32,6 +32,7 @@ from ..eval.frechet import feature_statistics, frechet_distance
 from ..tokenizers.cache import (FORMAT_VERSION, TokenCacheDataset, build_token_cache, read_manifest,
                                 tokenizer_fingerprint)
 from .context import REQUEST_FILE, ReproContext, timed
+from .stages import stage_info, stage_text, timed_train
 
 # vqgan_fmnist scaled down: base 8 channels (16 in the preset) and no GAN phase (disc_start past the
 # end): ~0.25 s per step of 64 images on one thread, ~24 dB test PSNR after 600 steps (27 dB for the
@@ -71,29 +72,6 @@ class TokenPrerequisites:
                 f"{len(s['cache_views'])} views ({', '.join(s['cache_views'])}) ({took('cache')}); feature network "
                 f"for FID `mimkit train classifier_fmnist train.steps={s['classifier_steps']}` "
                 f"({took('feature_net')}).")
-
-
-def timed_train(ctx: ReproContext, preset: str, overrides: list[str], run: str,
-                shared: bool = True) -> tuple[Path, dict]:
-    """ctx.train(...) -> (run folder, its `stage_info`)."""
-    started, before = time.time(), len(ctx.reused)
-    out = ctx.train(preset, overrides, run, shared=shared)
-    return out, stage_info(ctx, out, started, reused=len(ctx.reused) > before)  # ctx.train lists reused runs
-
-
-def stage_info(ctx: ReproContext, folder: Path, started: float, reused: bool) -> dict:
-    """{"minutes": wall minutes since `started`, "reused": whether an earlier invocation made
-    `folder`, "made_minutes": the wall minutes making it took (ctx.train_minutes)}."""
-    return {"minutes": round((time.time() - started) / 60, 2), "reused": reused,
-            "made_minutes": round(ctx.train_minutes(folder), 3)}
-
-
-def stage_text(info: dict) -> str:
-    """"3.2 min", or "reused; made in 3.2 min by an earlier run" for a `stage_info` dict."""
-    if not info["reused"]:
-        return f"{info['minutes']:.1f} min"
-    made = info["made_minutes"]
-    return "reused" + (f"; made in {made:.1f} min by an earlier run" if made else "")
 
 
 def three_way(good_gap: float, margin: float) -> bool | None:
@@ -150,12 +128,12 @@ def prepare(ctx: ReproContext) -> TokenPrerequisites:
     tokenizer, vq_stage = timed_train(ctx, "vqgan_fmnist", [
         f"train.steps={steps}", f"model.base_channels={s['vqgan_base']}", "model.norm_groups=4",
         f"model.disc_start={steps + 1}", f"optim.warmup_steps={max(steps // 6, 1)}", f"train.ckpt_every={steps}",
-        "train.picture_every=0"], "vqgan_tokens")
+        "train.picture_every=0"], "vqgan_tokens", shared=True)
     cache, cache_stage = ensure_token_cache(ctx, tokenizer, s["cache_views"], s["cache_images"])
     steps = s["classifier_steps"]
     net, net_stage = timed_train(ctx, "classifier_fmnist", [
         f"train.steps={steps}", f"optim.warmup_steps={max(steps // 20, 1)}", f"train.ckpt_every={steps}"],
-        "classifier_fid")
+        "classifier_fid", shared=True)
     prereq = TokenPrerequisites(tokenizer, net, cache, s, {"tokenizer": vq_stage, "cache": cache_stage,
                                                             "feature_net": net_stage})
     ctx.log("prerequisites: " + ", ".join(f"{k} {v['minutes']:.1f} min" + (" (reused)" if v["reused"] else "")
