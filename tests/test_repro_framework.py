@@ -84,3 +84,6 @@ def test_cli_lists_the_reproductions_and_refuses_unknown_names(capsys):
     assert main(["repro", "no-such-repro"]) == 2
     err = capsys.readouterr().err
     assert "unknown reproduction 'no-such-repro'" in err and len(err.strip().splitlines()) == 1
+    assert main(["repro", "revcol-memory", "--quick", "--threads", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--threads must be >= 0" in err and len(err.strip().splitlines()) == 1

@@ -26,7 +26,7 @@ def run(args) -> None:
     from ..engine.checkpoint import load_model
     from ..errors import MimkitError
     from ..eval import compare_with_random_init, format_comparison_table
-    from ..methods import build_model
+    from ..eval.report import random_init_like
 
     model, config = load_model(args.checkpoint)
     if not hasattr(model, "features"):
@@ -35,9 +35,7 @@ def run(args) -> None:
     train_set = load_eval_data(args, config, "train")
     test_set = load_eval_data(args, config, "test")
     torch.manual_seed(args.seed)
-    random_model = build_model(config.method, config.model).eval()
-    if hasattr(model, "tokenizer"):  # a token model's baseline: random transformer, the same trained tokenizer
-        random_model.tokenizer.load_state_dict(model.tokenizer.state_dict())
+    random_model = random_init_like(model, config, seed=args.seed)
     pool = args.pool or ("mean" if args.protocol == "finetune" else "cls")
     pools = ("cls", "mean") if pool == "both" else (pool,)
     if args.protocol == "finetune":

@@ -10,6 +10,8 @@ def run(args) -> None:
         width = max(map(len, REPROS))
         print("\n".join(f"{name:<{width}}  {about}" for name, (_, about) in REPROS.items()))
         return
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be >= 0 (0 = torch's default), got {args.threads}")
     names = list(REPROS) if args.name == "all" else [args.name]
     if args.out and len(names) > 1:
         raise ConfigError("--out names one report folder; with `all` leave it out (each report goes to its default)")

@@ -5,6 +5,7 @@ linear/k-NN accuracy on MNIST-like images. The gain over random init is what pre
 """
 from dataclasses import asdict, dataclass
 
+import torch
 from torch import nn
 
 from .features import extract_features
@@ -45,6 +46,20 @@ class ProbeComparison:
     def to_dict(self) -> dict:
         """Plain dict (for JSON logs), gains included."""
         return {**asdict(self), "linear_gain": self.linear_gain, "knn_gain": self.knn_gain}
+
+
+def random_init_like(model: nn.Module, config, seed: int = 0) -> nn.Module:
+    """The random-init baseline of `model`: the same architecture (`config`, a RunConfig) at a fresh
+    init seeded with `seed`, in eval mode; the global RNG is left as it was. A token model keeps its
+    trained tokenizer: its baseline is a random transformer over the same tokens."""
+    from ..methods import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = build_model(config.method, config.model).eval()
+    if hasattr(model, "tokenizer"):
+        fresh.tokenizer.load_state_dict(model.tokenizer.state_dict())
+    return fresh
 
 
 def probe_model(model: nn.Module, train_set, test_set, *, pool: str = "cls", batch_size: int = 512,

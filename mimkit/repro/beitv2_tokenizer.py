@@ -23,9 +23,9 @@ from ..commands.eval_tokenizer import attach_teacher_if_available
 from ..engine.checkpoint import load_model
 from ..eval.tokenizer import evaluate_tokenizer
 from ..eval.features import labelled_batches
-from ..eval.report import probe_model
+from ..eval.report import probe_model, random_init_like
 from ..tokenizers.teacher import load_teacher
-from .context import ReproContext, random_init_like
+from .context import ReproContext
 from .report import Report
 from .stages import fresh_minutes, stage_text, timed_train
 

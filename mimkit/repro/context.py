@@ -113,19 +113,6 @@ def comparable(config: dict) -> dict:
     return config
 
 
-def random_init_like(model, config):
-    """The same architecture as `model` at a fresh seeded init (a token model keeps its trained
-    tokenizer: the baseline is a random transformer over the same tokens)."""
-    from ..methods import build_model
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        fresh = build_model(config.method, config.model).eval()
-    if hasattr(model, "tokenizer"):
-        fresh.tokenizer.load_state_dict(model.tokenizer.state_dict())
-    return fresh
-
-
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)

@@ -7,8 +7,8 @@ each frozen encoder (linear probe and k-NN on the cls token, the paper's protoco
 patch token) against the same ViT at random init.
 """
 from ..engine.checkpoint import load_model
-from ..eval.report import probe_model
-from .context import ReproContext, random_init_like
+from ..eval.report import probe_model, random_init_like
+from .context import ReproContext
 from .report import Report
 
 FULL = {"steps": 1000, "warmup": 50, "train_limit": 10000, "test_limit": 10000,

@@ -13,10 +13,10 @@ import time
 import torch
 
 from ..engine.checkpoint import load_model
-from ..eval.report import probe_model
+from ..eval.report import probe_model, random_init_like
 from ..generation import MaskedTokenSampler
 from ..nn.mask_schedules import truncated_normal_ratio
-from .context import ReproContext, random_init_like
+from .context import ReproContext
 from .report import Report
 from .stages import stage_text, timed_train
 from .token_prerequisites import FidBench, prepare, three_way
