@@ -1,5 +1,12 @@
-"""Named run presets: every method's paper recipes and CPU-sized runs, as nested dicts."""
+"""Named run presets: every method's paper recipes and CPU-sized runs, as nested dicts.
+
+Each method module holds PRESETS (name -> the config tree `mimkit train NAME` starts from) and,
+beside it, DESCRIPTIONS (name -> one line: the paper recipe it follows, or which CPU-sized run it
+is and what it measured). The descriptions stay out of the config trees, which
+`mimkit.config.run_config_from_dict` checks strictly.
+"""
 import copy
+import importlib
 
 from .errors import ConfigError
 
@@ -11,6 +18,18 @@ def all_presets() -> dict[str, dict]:
     table = {}
     for entry in method_registry().values():
         table.update(entry.presets)
+    return table
+
+
+def preset_descriptions() -> dict[str, str]:
+    """preset name -> its one-line description, from the DESCRIPTIONS dict beside each registered
+    method's PRESETS (a module without one contributes nothing)."""
+    from .methods import method_registry
+
+    table = {}
+    for entry in method_registry().values():
+        module = importlib.import_module(entry.config_class.__module__)
+        table.update(getattr(module, "DESCRIPTIONS", {}))
     return table
 
 

@@ -164,3 +164,14 @@ PRESETS = {
     "maskgit_imagenet_256": imagenet_recipe(),
     "maskgit_fmnist": fmnist_recipe(),
 }
+
+# one line per preset, shown by `mimkit presets` and the README's Presets table (tests/test_presets.py
+# fails for a preset without one)
+DESCRIPTIONS = {
+    "maskgit_imagenet_256": (
+        "MaskGIT paper's class-conditional ImageNet 256 recipe on VQGAN f16 codes: Adam (0.9, 0.96) lr 1e-4 at "
+        "batch 256, wd 0.045, label smoothing 0.1, 300 epochs"),
+    "maskgit_fmnist": (
+        "CPU class-conditional MaskGIT on vqgan_fmnist's cached 8x8 codes, 2000 steps of 64 (~2 epochs); measured "
+        "FID 7.77 (12 steps, classifier_fmnist features), CAS 75.4%"),
+}
