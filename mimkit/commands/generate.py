@@ -28,7 +28,8 @@ def add_sampler_args(p) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--scale", type=int, default=4, help="pixel enlargement factor for small images")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--out", required=True, help="output PNG path")
+    p.add_argument("--out", required=True, help="output picture: .png, .jpg, .webp, .bmp or .tif "
+                                                "in an existing folder")
 
 
 def build_sampler(args):
@@ -87,8 +88,9 @@ def run_generate(args) -> None:
 
     from ..errors import ConfigError
     from ..generation import generate
-    from ..pictures import tile
+    from ..pictures import check_picture_path, tile
 
+    check_picture_path(args.out)  # a bad --out fails before the model loads
     model, _ = load_token_model(args)
     sampler = build_sampler(args)
     labels, n, columns = None, args.n or 8, None
@@ -156,7 +158,9 @@ def run_image_command(args) -> None:
     import torch
 
     from ..generation import box_mask, edit, inpaint, outpaint, outpaint_region
+    from ..pictures import check_picture_path
 
+    check_picture_path(args.out)  # a bad --out fails before the model loads
     model, config = load_token_model(args)
     sampler = build_sampler(args)
     images, data_labels = draw_images(args, model, config)
@@ -193,8 +197,8 @@ def parse_amount(text: str) -> float | int:
 
 def register(sub) -> None:
     p = sub.add_parser("generate", help="sample images from a masked token model (MaskGIT, MAGE)",
-                       description="Sample images by iterative masked-token decoding and write them as a PNG grid "
-                                   "(one row per class with --per-class).")
+                       description="Sample images by iterative masked-token decoding and write them as a picture "
+                                   "grid (one row per class with --per-class).")
     p.add_argument("checkpoint", help="checkpoint folder, run folder (uses its latest checkpoint) or model.safetensors")
     p.add_argument("--n", type=int, default=None, help="number of samples (default 8, or one per --labels entry)")
     group = p.add_mutually_exclusive_group()

@@ -12,8 +12,17 @@ EXIF orientation is applied first; JPEGs are decoded at reduced scale when much 
 Before any pixel is decoded, the size in the header is checked: more than `max_pixels` pixels
 (a decompression bomb: a small file that would decode to gigabytes) or a side shorter than
 `min_side` (e.g. smaller than one patch) raises UnusableImage.
+
+Pillow has its own bomb guard (Image.MAX_IMAGE_PIXELS, one value per process: a warning above it,
+an error above twice it). While mimkit decodes, that guard follows `max_pixels` instead (see
+`pillow_limit`): it is off while Image.open reads the header, so the header is judged by mimkit's
+rule and message, then it is `max_pixels` while the pixels load (frames or tiles larger than the
+header still stop), so neither its warning nor its error fires for an image mimkit accepts.
 """
+import math
 import os
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -58,6 +67,61 @@ def pil_to_array(img: Image.Image) -> np.ndarray:
     return array[:, :, None] if array.ndim == 2 else array
 
 
+class PillowLimit:
+    """Lends Pillow's process-wide bomb limit (Image.MAX_IMAGE_PIXELS) to mimkit's decodes, thread safe.
+
+    While requests are active the limit is the loosest of them (None: off), which is harmless to the
+    others because each decode checks its own limit itself; when the last one ends the limit goes
+    back to the value it had before the first (another library's own setting survives).
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.active: list[float] = []  # one entry per request in flight; math.inf for None
+        self.saved: int | None = None
+
+    @contextmanager
+    def __call__(self, pixels: int | None):
+        """Within: Image.MAX_IMAGE_PIXELS is `pixels` (None: Pillow's check is off), or looser while
+        other requests are active."""
+        request = math.inf if pixels is None else pixels
+        with self.lock:
+            if not self.active:
+                self.saved = Image.MAX_IMAGE_PIXELS
+            self.active.append(request)
+            self.apply()
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.active.remove(request)
+                self.apply()
+
+    def apply(self) -> None:
+        """Set Pillow's limit to the loosest active request, or back to the saved value (lock held)."""
+        if not self.active:
+            Image.MAX_IMAGE_PIXELS = self.saved
+            return
+        loosest = max(self.active)
+        Image.MAX_IMAGE_PIXELS = None if loosest == math.inf else int(loosest)
+
+
+pillow_limit = PillowLimit()
+
+
+def open_checked(path, max_pixels: int, min_side: int) -> Image.Image:
+    """Image.open judged by `check_size` instead of Pillow's own guard (whose message would cite
+    Pillow's limit, not data.max_image_pixels); only the header has been read when it returns."""
+    with pillow_limit(None):
+        img = Image.open(path)
+    try:
+        check_size(*img.size, max_pixels, min_side)
+    except UnusableImage:
+        img.close()
+        raise
+    return img
+
+
 def decode_image(path: str | os.PathLike, channels: int, size: int, max_pixels: int = MAX_PIXELS,
                  min_side: int = 1) -> torch.Tensor:
     """Image file -> float32 (channels, size, size) in [0, 1].
@@ -65,8 +129,7 @@ def decode_image(path: str | os.PathLike, channels: int, size: int, max_pixels: 
     Raises whatever PIL raises for an unreadable file, UnusableImage for one outside the size
     limits (the caller decides raise vs skip), or DataError when the channel conversion is impossible.
     """
-    with Image.open(path) as img:
-        check_size(*img.size, max_pixels, min_side)
+    with pillow_limit(max_pixels), open_checked(path, max_pixels, min_side) as img:
         img.draft(img.mode, (size, size))  # JPEG only: decode at the smallest scale >= size
         img.load()
         ImageOps.exif_transpose(img, in_place=True)

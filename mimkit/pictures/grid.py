@@ -30,17 +30,61 @@ def image_grid(columns: list[torch.Tensor], pad: int = 2, scale: int = 1, pad_va
     return Image.fromarray(array[..., 0] if c == 1 else array, mode="L" if c == 1 else "RGB")
 
 
-def save_grid(image: Image.Image, path: str | Path) -> Path:
-    """Save a PNG, creating the folder; the file appears only when complete (temp + rename)."""
+PICTURE_FORMATS = {  # suffix -> (PIL format, save options)
+    ".png": ("PNG", {}),
+    ".jpg": ("JPEG", {"quality": 95}),
+    ".jpeg": ("JPEG", {"quality": 95}),
+    ".webp": ("WEBP", {"lossless": True}),
+    ".bmp": ("BMP", {}),
+    ".tif": ("TIFF", {}),
+    ".tiff": ("TIFF", {}),
+}
+PICTURES_DIR = "pictures"  # RUN/pictures: the training callbacks' folder, which mimkit creates
+
+
+def picture_format(path: str | Path) -> tuple[str, dict]:
+    """(PIL format, save options) picked by the suffix of `path` (any case); MimkitError for
+    another or no suffix."""
     path = Path(path)
+    if path.suffix.lower() not in PICTURE_FORMATS:
+        raise MimkitError(f"cannot write picture {path}: the suffix must be one of {', '.join(PICTURE_FORMATS)} "
+                          "(it picks the format)")
+    return PICTURE_FORMATS[path.suffix.lower()]
+
+
+def check_picture_path(path: str | Path) -> Path:
+    """`path` as a Path if a picture can be written there: a known suffix (see PICTURE_FORMATS) in an
+    existing folder (none is created); MimkitError otherwise. Commands call it before any work."""
+    path = Path(path)
+    picture_format(path)
+    if not path.parent.is_dir():
+        raise MimkitError(f"folder {path.parent} does not exist; create it first or choose another --out")
+    return path
+
+
+def save_grid(image: Image.Image, path: str | Path) -> Path:
+    """Save `image` in the format its suffix picks (grey stays grey, except in WebP which has no
+    grey); the file appears only when complete (temp + rename). See check_picture_path."""
+    path = check_picture_path(path)
+    fmt, options = picture_format(path)
+    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        image.save(tmp, format="PNG")
+        image.save(tmp, format=fmt, **options)
         tmp.replace(path)
     except OSError as err:
+        tmp.unlink(missing_ok=True)
         raise MimkitError(f"cannot write picture {path}: {err.strerror or err}") from None
     return path
+
+
+def save_run_picture(image: Image.Image, run_dir: str | Path, name: str) -> Path:
+    """save_grid into RUN/pictures/NAME, creating RUN/pictures (the folder mimkit owns in a run)."""
+    folder = Path(run_dir) / PICTURES_DIR
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MimkitError(f"cannot create {folder}: {err.strerror or err}") from None
+    return save_grid(image, folder / name)
 
 
 def tile(images: torch.Tensor, columns: int) -> list[torch.Tensor]:

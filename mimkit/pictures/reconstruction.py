@@ -1,13 +1,12 @@
 """Reconstruction pictures: one row per image, one column per picture a model's `reconstruct` draws
 (MAE: masked | reconstruction | original; a tokenizer: original | reconstruction)."""
 import inspect
-from pathlib import Path
 
 import torch
 from PIL import Image
 
 from ..errors import ConfigError
-from .grid import image_grid, save_grid
+from .grid import image_grid, save_run_picture
 
 
 def reconstruction_columns(model, images: torch.Tensor, seed: int = 0, **options) -> dict[str, torch.Tensor]:
@@ -55,4 +54,4 @@ class ReconstructionCallback:
         if self.every <= 0 or (step % self.every and step != trainer.tc.steps):
             return
         picture = reconstruction_grid(trainer.model, self.images.to(trainer.device), seed=self.seed)
-        save_grid(picture, Path(trainer.run_dir) / "pictures" / f"reconstruction_step_{step:08d}.png")
+        save_run_picture(picture, trainer.run_dir, f"reconstruction_step_{step:08d}.png")

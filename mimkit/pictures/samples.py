@@ -1,9 +1,8 @@
 """Sample pictures of masked token models during training: a fixed-seed grid every N steps."""
-from pathlib import Path
 
 import torch
 
-from .grid import image_grid, save_grid, tile
+from .grid import image_grid, save_run_picture, tile
 
 
 class SampleGridCallback:
@@ -36,4 +35,4 @@ class SampleGridCallback:
         finally:
             model.train(was_training)
         picture = image_grid(tile(images, self.per_row), scale=self.scale)
-        save_grid(picture, Path(trainer.run_dir) / "pictures" / f"samples_step_{step:08d}.png")
+        save_run_picture(picture, trainer.run_dir, f"samples_step_{step:08d}.png")
