@@ -44,7 +44,8 @@ def fake_run(tmp_path, model, method="mae"):
 def test_mae_round_trip_folder_and_card(tmp_path):
     model = tiny_mae()
     folder = save_pretrained(model, tmp_path / "export", run=fake_run(tmp_path, model))
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "checksums.sha256", "config.json",
+                                                        "model.safetensors"]
     config = json.loads((folder / "config.json").read_text())
     assert config["method"] == "mae" and config["model"]["embed_dim"] == 8 and config["data"]["name"] == "fashion-mnist"
     card = (folder / "README.md").read_text()

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mimkit.engine.checkpoint import STATE_FILE, load_trainer_state, save_checkpoint
+from mimkit.engine.integrity import CHECKSUM_FILE
 from mimkit.errors import CheckpointError
 from mimkit.hub import (load_official_mae, load_state_dict_file, load_taming_vqgan, mae_from_official,
                         read_checkpoint, vqgan_from_taming, vqkd_from_unilm)
@@ -70,6 +71,10 @@ def test_trainer_state_with_a_code_pickle_is_refused(tmp_path, evil_file):
     ckpt = save_checkpoint(tmp_path / "run", 1, tiny_mae(), {"method": "mae"}, {"step": 1})
     assert load_trainer_state(ckpt)["step"] == 1  # the honest state loads
     shutil.copy(path, ckpt / STATE_FILE)
+    with pytest.raises(CheckpointError, match="corrupt"):  # the checksum refuses it before unpickling
+        load_trainer_state(ckpt)
+    assert not marker.exists()
+    (ckpt / CHECKSUM_FILE).unlink()  # as a checkpoint of an older version: the unpickler must refuse it
     with pytest.raises(CheckpointError) as info:
         load_trainer_state(ckpt)
     # protocol 4's framing is refused before the payload is reached: "cannot read", also a refusal

@@ -2,8 +2,11 @@
 atomically, and the reverse: finding and loading the latest one.
 
 Layout of a run folder:
-    RUN/checkpoints/step_00000500/{model.safetensors, config.json, trainer_state.pt}
+    RUN/checkpoints/step_00000500/{model.safetensors, config.json, trainer_state.pt, checksums.sha256}
     RUN/checkpoints/latest          text file naming the newest complete checkpoint folder
+checksums.sha256 records the sha256 of model.safetensors and trainer_state.pt (not of config.json,
+which users may edit); every load verifies the file it reads against it and refuses NaN/inf
+weights (mimkit/engine/integrity.py). Checkpoints of older versions, without it, load unverified.
 A checkpoint folder is assembled under a temporary name and renamed into place only when every
 file is written and flushed, and `latest` is replaced atomically after that, so a process killed
 at any moment leaves the previous checkpoint intact and `latest` pointing at a complete one.
@@ -27,12 +30,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
+from .integrity import check_finite, verify_checksum, write_checksums
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 STATE_FILE = "trainer_state.pt"
 LATEST_FILE = "latest"
 SAVE_DELAY_ENV = "MIMKIT_TEST_SAVE_DELAY"
+CHECKSUMMED_FILES = (MODEL_FILE, STATE_FILE)
+WEIGHTS_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".safetensors")  # other projects' weight files
 
 
 def fsync_file(path: Path) -> None:
@@ -113,6 +119,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, conf
     (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     if trainer_state is not None:
         torch.save(trainer_state, tmp / STATE_FILE)
+    write_checksums(tmp, CHECKSUMMED_FILES)
     for name in os.listdir(tmp):
         fsync_file(tmp / name)
     fsync_dir(tmp)
@@ -152,7 +159,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder, a run folder (-> its latest checkpoint) or a model.safetensors file
     -> the checkpoint folder; CheckpointError naming the path otherwise."""
     path = Path(path)
-    if path.is_file() and path.name == MODEL_FILE:
+    if path.is_file():
+        if path.name != MODEL_FILE:
+            raise CheckpointError(not_a_checkpoint_message(path))
         path = path.parent
     if (path / MODEL_FILE).is_file():
         if not (path / CONFIG_FILE).is_file():
@@ -166,6 +175,21 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"checkpoint {path} does not exist")
 
 
+def not_a_checkpoint_message(file: Path) -> str:
+    """What to say when a file other than model.safetensors is passed as a checkpoint."""
+    hint = ("; another project's weights are read with mimkit.hub or converted with `mimkit convert` "
+            "(see `mimkit convert --list`)" if file.suffix.lower() in WEIGHTS_SUFFIXES else "")
+    return (f"{file} is a file but not a mimkit checkpoint; pass a run folder, a checkpoint folder or its "
+            f"{MODEL_FILE}{hint}")
+
+
+def corrupt_remedy(ckpt_dir: Path) -> str:
+    """What a message about a damaged file of `ckpt_dir` tells the user to do."""
+    if ckpt_dir.name.startswith("step_"):  # a run's checkpoint: earlier ones may be beside it
+        return f"restore it, or delete {ckpt_dir} to fall back to the checkpoint before it"
+    return "restore it (save or download it again)"
+
+
 def read_config(ckpt_dir: Path) -> dict:
     try:
         return json.loads((ckpt_dir / CONFIG_FILE).read_text())
@@ -177,10 +201,13 @@ def load_weights(model: torch.nn.Module, ckpt_dir: Path, load=None) -> None:
     """Load model.safetensors into `model` strictly; CheckpointError naming what does not match.
     load: how to put the checked state dict into the model (default model.load_state_dict)."""
     file = ckpt_dir / MODEL_FILE
+    verify_checksum(file, corrupt_remedy(ckpt_dir))
     try:
         state = load_file(str(file))
     except Exception as err:  # safetensors raises its own error types for corrupt files
-        raise CheckpointError(f"cannot read {file}: {err}") from None
+        raise CheckpointError(f"cannot read {file}: it is not a valid safetensors file ({err}); "
+                              f"{corrupt_remedy(ckpt_dir)}") from None
+    check_finite(state, file, corrupt_remedy(ckpt_dir))
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -210,6 +237,7 @@ def load_trainer_state(ckpt_dir: Path) -> dict:
     file = ckpt_dir / STATE_FILE
     if not file.is_file():
         raise CheckpointError(f"{ckpt_dir} has no {STATE_FILE}; it cannot be resumed (weights-only checkpoint)")
+    verify_checksum(file, corrupt_remedy(ckpt_dir))  # before unpickling anything
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -218,7 +246,7 @@ def load_trainer_state(ckpt_dir: Path) -> dict:
                                   "plain values, which a mimkit trainer state never does (nothing from it was run); "
                                   f"delete {ckpt_dir} to resume from the checkpoint before it") from None
         raise CheckpointError(f"cannot read {file} (UnpicklingError): it is corrupt or not a mimkit trainer "
-                              f"state; delete {ckpt_dir} to resume from the checkpoint before it") from None
+                              f"state; {corrupt_remedy(ckpt_dir)}") from None
     except Exception as err:  # torch's messages here run to many lines: name the type only
         raise CheckpointError(f"cannot read {file} ({type(err).__name__}): it is corrupt or not a mimkit trainer "
-                              f"state; delete {ckpt_dir} to resume from the checkpoint before it") from None
+                              f"state; {corrupt_remedy(ckpt_dir)}") from None

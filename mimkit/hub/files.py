@@ -9,6 +9,10 @@ A checkpoint on disk is one of
 
 Wrappers are taken off: ``{'model': sd, 'args': ..., 'epoch': ...}``, ``{'state_dict': sd}`` and
 the ``module.`` prefix that DistributedDataParallel adds to every key.
+
+Integrity (mimkit/engine/integrity.py): a file listed in a ``checksums.sha256`` beside it (written
+by save_pretrained, or by ``sha256sum``) is verified before it is read, and a state dict holding NaN
+or inf is refused, naming the keys.
 """
 import argparse
 import pickle
@@ -18,12 +22,14 @@ from pathlib import Path
 
 import torch
 
+from ..engine.integrity import check_finite, verify_checksum
 from ..errors import CheckpointError
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
 SAFETENSORS_SUFFIXES = (".safetensors",)
 WRAPPER_KEYS = ("model", "state_dict", "module")  # tried in this order when unwrapping
 ALLOWED_GLOBALS = (argparse.Namespace,)
+REMEDY = "download or copy it again"
 
 
 @dataclass
@@ -44,18 +50,22 @@ class Checkpoint:
 def read_checkpoint(path) -> Checkpoint:
     """Load a safetensors or torch.save file into a `Checkpoint` without running pickled code.
 
-    Raises CheckpointError naming the file when it does not exist, is not a checkpoint, would need
-    to unpickle code (anything beyond tensors, plain containers and argparse.Namespace), or holds
-    no tensors.
+    Raises CheckpointError naming the file when it does not exist, is not a checkpoint, differs
+    from the sha256 a checksums.sha256 beside it records, would need to unpickle code (anything
+    beyond tensors, plain containers and argparse.Namespace), holds no tensors, or holds NaN/inf.
     """
     path = Path(path)
     if not path.is_file():
         where = "is a directory, not a file" if path.is_dir() else "does not exist"
         raise CheckpointError(f"checkpoint {str(path)!r} {where}; pass the path of a .safetensors or "
                               f".pth/.pt/.bin file")
+    verify_checksum(path, REMEDY)
     if _format(path) == "safetensors":
-        return Checkpoint(_read_safetensors(path))
-    return _unwrap(_read_torch(path), path)
+        checkpoint = Checkpoint(_read_safetensors(path))
+    else:
+        checkpoint = _unwrap(_read_torch(path), path)
+    check_finite(checkpoint.state_dict, f"checkpoint {str(path)!r}", REMEDY)
+    return checkpoint
 
 
 def load_state_dict_file(path) -> dict[str, torch.Tensor]:
@@ -104,13 +114,13 @@ def _format(path: Path) -> str:
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a readable safetensors file: {e}") from None
+    except Exception as e:  # safetensors' own errors, or torch's on a header naming impossible shapes
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a readable safetensors file: "
+                              f"{str(e)[:200] or type(e).__name__}") from None
 
 
 def _read_torch(path: Path):

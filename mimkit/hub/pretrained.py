@@ -6,7 +6,8 @@ model and tokenizer of the method registry.
 
 A folder holds model.safetensors + config.json (the run config: {"method", "model", ...}, the
 same two files as a checkpoint, so every checkpoint reader takes it) + README.md, a model card
-naming the method, the data, the steps and the last logged metrics of the run.
+naming the method, the data, the steps and the last logged metrics of the run + checksums.sha256,
+the sha256 of model.safetensors, which from_pretrained (through the checkpoint loader) verifies.
 
 `install_pretrained_methods()` (run when mimkit.hub is imported) gives every registered model
 class `save_pretrained(dir)` and a `from_pretrained(path)` classmethod, without touching the
@@ -78,10 +79,12 @@ def _is_number(text) -> bool:
 
 
 def save_pretrained(model: torch.nn.Module, directory: str | Path, run: str | Path | None = None) -> Path:
-    """Write `model` to `directory` (model.safetensors, config.json, README.md); `run` (its run
-    folder or checkpoint) supplies the data/train config and the metrics of the card. Returns the folder."""
+    """Write `model` to `directory` (model.safetensors, config.json, README.md, checksums.sha256);
+    `run` (its run folder or checkpoint) supplies the data/train config and the metrics of the card.
+    Returns the folder."""
     from ..config import to_dict
     from ..engine.checkpoint import CONFIG_FILE, MODEL_FILE, model_state, write_text_atomic
+    from ..engine.integrity import CHECKSUM_FILE, write_checksums
     from .files import save_state_dict_file
 
     method = method_name(getattr(getattr(model, "_orig_mod", model), "module", model))
@@ -91,7 +94,9 @@ def save_pretrained(model: torch.nn.Module, directory: str | Path, run: str | Pa
     config = {**saved, "method": method, "model": to_dict(model.config)}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / CHECKSUM_FILE).unlink(missing_ok=True)  # an interrupted re-save must not leave a stale one
     save_state_dict_file(model_state(model), directory / MODEL_FILE, metadata={"format": "pt", "method": method})
+    write_checksums(directory, (MODEL_FILE,))
     write_text_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     write_text_atomic(directory / CARD_FILE, model_card(config, metrics))
     return directory
