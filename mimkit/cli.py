@@ -42,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def set_threads(threads: int) -> None:
+    """--threads N (every command that computes has it): torch's CPU threads; 0 keeps torch's default."""
+    if threads and threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -53,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        set_threads(getattr(args, "threads", 0))
         args.func(args)
     except MimkitError as err:
         print(f"mimkit: error: {one_line(str(err))}", file=sys.stderr)

@@ -278,9 +278,14 @@ def test_fashion_mnist_real():
     assert test.images.shape == (10000, 1, 28, 28)
     assert torch.bincount(test.labels).tolist() == [1000] * 10
     assert test.labels[:10].tolist() == [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]
-    train = build_dataset(DataConfig(name="fashion-mnist", limit=10, image_size=14), channels=3)
-    assert train.images.shape == (10, 3, 14, 14)
-    assert train.labels.tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
+    # limit: a seeded subset with one image of each of the 10 classes (the first 10 images hold 6)
+    train = build_dataset(DataConfig(name="fashion-mnist", limit=10, image_size=14, convert_channels=True), channels=3)
+    assert train.images.shape == (10, 3, 14, 14) and train.total == 60000
+    assert sorted(train.labels.tolist()) == list(range(10))
+    again = build_dataset(DataConfig(name="fashion-mnist", limit=10, image_size=14, convert_channels=True), channels=3)
+    other = build_dataset(DataConfig(name="fashion-mnist", limit=10, image_size=14, convert_channels=True,
+                                     limit_seed=1), channels=3)
+    assert torch.equal(train.images, again.images) and not torch.equal(train.images, other.images)
 
 
 def test_digits_split_and_values():

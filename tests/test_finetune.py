@@ -244,7 +244,8 @@ def tiny_run(tmp_path_factory):
 def test_cli_finetune_prints_one_row_per_trainable_blocks(tiny_run, capsys):
     assert main(["eval", "finetune", str(tiny_run), "--epochs", "1", "--limit", "64", "--batch-size", "32",
                  "--trainable-blocks", "0,all", "--mixup", "0.8", "--drop-path", "0.1"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    said, *lines = capsys.readouterr().out.splitlines()[1:]  # after the train and test data lines
+    assert said.startswith("test data    digits test: 64 images (random subset of 64 of 359")
     assert "fine-tuning test top-1" in lines[0] and "1 epochs" in lines[0]
     rows = [line.split("|") for line in lines[3:]]
     assert [r[2].strip() for r in rows] == ["0", "all"] and all(r[1].strip() == "mean" for r in rows)

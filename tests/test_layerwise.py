@@ -122,7 +122,8 @@ def test_cli_layerwise_prints_a_row_per_block(tmp_path, capsys):
     save_checkpoint(tmp_path, 1, model, to_dict(RunConfig(method="mae", model=model.config,
                                                           data=DataConfig(name="digits", image_size=8))))
     assert main(["eval", "layerwise", str(tmp_path), "--limit", "64", "--epochs", "2", "--pool", "both"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    train_line, test_line, *lines = capsys.readouterr().out.splitlines()
+    assert train_line.startswith("train data   digits train: 64 images") and test_line.startswith("test data    digits test")
     assert "per block" in lines[0]
     rows = [[c.strip() for c in line.split("|")] for line in lines[3:]]
     assert [(r[1], r[2]) for r in rows] == [(p, str(b)) for p in ("cls", "mean") for b in range(3)]

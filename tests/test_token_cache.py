@@ -217,7 +217,8 @@ def test_cli_tokenize_a_vqgan_checkpoint_and_refuse_an_mae_one(tmp_path, capsys)
     out = tmp_path / "digits_cache"
     assert main(["tokenize", str(tmp_path / "vq"), "--data", "digits", "--limit", "12", "--crops", "1",
                  "--no-progress", "--out", str(out)]) == 0
-    line = capsys.readouterr().out.strip()
+    said, line = capsys.readouterr().out.strip().splitlines()
+    assert said.startswith("train data   digits train: 12 images (random subset of 12 of 1438, seed 0")
     assert line.startswith(f"wrote {out}: 12 images x 3 views (identity, hflip, crop0) of 4x4 codes from 16")
     model, _ = load_model(tmp_path / "vq")
     ds = TokenCacheDataset(out, expected_fingerprint=model.fingerprint(), views="hflip")

@@ -37,9 +37,14 @@ def real_images(args, config):
     """All images and labels of --split at the model's size: ((M, C, H, W), (M,))."""
     import torch
 
+    from ..data.labels import require_labels
+    from ..data.summary import describe_dataset
     from ..eval.features import labelled_batches
 
     data = load_eval_data(args, config, args.split)
+    if getattr(args, "cas", False):
+        require_labels(data, args.split, "CAS (--cas)")
+    print(f"{args.split} data   {describe_dataset(data, getattr(args, 'seed', 0))}", flush=True)
     images, labels = zip(*((b["images"], b["labels"]) for b in labelled_batches(data, 1024)))
     return torch.cat(images), torch.cat(labels)
 

@@ -5,7 +5,8 @@ layer-wise lr decay, label smoothing, optional mixup / cutmix / drop path; parti
 `mimkit eval layerwise CKPT --pool mean`: a linear probe on every block's output, the same;
 `mimkit eval tokenizer CKPT`: PSNR and codebook usage of an image tokenizer (eval_tokenizer.py);
 `mimkit eval generation CKPT --feature-net NET`: FID / IS / precision-recall / CAS of samples (eval_generation.py)."""
-from .checkpoint_data import add_checkpoint_data_args, load_eval_data
+from .checkpoint_data import add_checkpoint_data_args, load_labelled_splits, report_skipped
+from .arguments import non_negative_float, positive_float, positive_int, unit_interval
 from .eval_generation import add_generation_args
 
 
@@ -25,43 +26,49 @@ def run(args) -> None:
 
     from ..engine.checkpoint import load_model
     from ..errors import MimkitError
-    from ..eval import compare_with_random_init, format_comparison_table
     from ..eval.report import random_init_like
 
     model, config = load_model(args.checkpoint)
     if not hasattr(model, "features"):
         raise MimkitError(f"{args.checkpoint} is a {config.method} checkpoint without encoder features to probe; "
                           f"for a tokenizer use `mimkit eval tokenizer {args.checkpoint}`")
-    train_set = load_eval_data(args, config, "train")
-    test_set = load_eval_data(args, config, "test")
+    train_set, test_set = load_labelled_splits(args, config, f"eval {args.protocol}")
     torch.manual_seed(args.seed)
     random_model = random_init_like(model, config, seed=args.seed)
     pool = args.pool or ("mean" if args.protocol == "finetune" else "cls")
     pools = ("cls", "mean") if pool == "both" else (pool,)
+    print(protocol_table(args, model, random_model, train_set, test_set, config.method, pools))
+    report_skipped(train_set, test_set)
+
+
+def protocol_table(args, model, random_model, train_set, test_set, method: str, pools) -> str:
+    """The result table of a probe protocol (linear, knn, probes, fewshot, finetune, layerwise)."""
     if args.protocol == "finetune":
-        return run_finetune(args, model, random_model, train_set, test_set, config.method, pools)
+        return finetune_table(args, model, random_model, train_set, test_set, method, pools)
     if args.protocol == "layerwise":
         from ..eval.layerwise import compare_layerwise_with_random_init, format_layerwise_table
 
-        rows = compare_layerwise_with_random_init(model, random_model, train_set, test_set, method=config.method,
+        rows = compare_layerwise_with_random_init(model, random_model, train_set, test_set, method=method,
                                                   pools=pools, batch_size=args.batch_size,
                                                   linear_kwargs={"seed": args.seed, "epochs": args.epochs or 30})
-        return print(format_layerwise_table(rows))
+        return format_layerwise_table(rows)
     if args.protocol == "fewshot":
         from ..eval.fewshot import compare_fewshot_with_random_init, format_fewshot_table
 
         seeds = range(args.seed, args.seed + args.seeds)
-        rows = compare_fewshot_with_random_init(model, random_model, train_set, test_set, method=config.method,
+        rows = compare_fewshot_with_random_init(model, random_model, train_set, test_set, method=method,
                                                 pools=pools, shots=args.shots, seeds=seeds,
                                                 batch_size=args.batch_size)
-        return print(format_fewshot_table(rows))
+        return format_fewshot_table(rows)
+    from ..eval import compare_with_random_init, format_comparison_table
+
     probes = ("linear", "knn") if args.protocol == "probes" else (args.protocol,)
-    rows = compare_with_random_init(model, random_model, train_set, test_set, method=config.method, pools=pools,
+    rows = compare_with_random_init(model, random_model, train_set, test_set, method=method, pools=pools,
                                     batch_size=args.batch_size, probes=probes, linear_kwargs={"seed": args.seed})
-    print(format_comparison_table(rows))
+    return format_comparison_table(rows)
 
 
-def run_finetune(args, model, random_model, train_set, test_set, method: str, pools) -> None:
+def finetune_table(args, model, random_model, train_set, test_set, method: str, pools) -> str:
     """`mimkit eval finetune`: one row per pool and --trainable-blocks value."""
     from ..eval.finetune import compare_finetune_with_random_init, format_finetune_table
 
@@ -70,7 +77,7 @@ def run_finetune(args, model, random_model, train_set, test_set, method: str, po
                   mixup=args.mixup, cutmix=args.cutmix, seed=args.seed)
     rows = compare_finetune_with_random_init(model, random_model, train_set, test_set, method=method, pools=pools,
                                              trainable_blocks=args.trainable_blocks, **recipe)
-    print(format_finetune_table(rows))
+    return format_finetune_table(rows)
 
 
 def register(sub) -> None:
@@ -134,36 +141,6 @@ def add_finetune_args(p) -> None:
                         "head) or 'all', one row each, e.g. 0,1,2,4,all (default all = full fine-tuning)")
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    return _number(text, lambda v: v > 0, "a positive number")
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    return _number(text, lambda v: v >= 0, "a number >= 0")
-
-
-def unit_interval(open_low: bool = False, open_high: bool = False):
-    """argparse type: a number in [0, 1] with either end open."""
-    low, high = "(" if open_low else "[", ")" if open_high else "]"
-    return lambda text: _number(text, lambda v: (v > 0 if open_low else v >= 0) and (v < 1 if open_high else v <= 1),
-                                f"a number in {low}0, 1{high}")
-
-
-def _number(text: str, ok, what: str) -> float:
-    import argparse
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and ok(value)):
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-    return value
-
-
 def block_list(text: str) -> tuple[int | None, ...]:
     """argparse type: '0,1,2,all' -> (0, 1, 2, None); each a non-negative integer or 'all' (None)."""
     import argparse
@@ -179,19 +156,6 @@ def block_list(text: str) -> tuple[int | None, ...]:
             raise argparse.ArgumentTypeError(f"expected comma-separated block counts >= 0 or 'all' such as 0,1,2,all, "
                                              f"got {text!r}")
     return tuple(values)
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def shot_list(text: str) -> tuple[int, ...]:

@@ -11,7 +11,8 @@ draw one row per test image: masked input | result | original.
 """
 import math
 
-from .checkpoint_data import add_checkpoint_data_args, load_eval_data
+from .arguments import non_negative_int, positive_int
+from .checkpoint_data import add_checkpoint_data_args, load_eval_data, random_readable_items
 
 # ---------------------------------------------------------------- shared arguments
 
@@ -120,14 +121,12 @@ def draw_images(args, model, config):
     from ..errors import ConfigError
 
     data = load_eval_data(args, config, args.split)
-    if len(data) and "images" not in data[0]:
-        raise ConfigError(f"the data {args.data or config.data.name!r} holds tokens, not images (a token cache); "
-                          f"pass --data with the images, e.g. --data fashion-mnist")
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
-    n = min(args.n, len(data))
-    indices = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[:n]
-    items = [data[int(i)] for i in indices]
+    items = random_readable_items(data, args.n, args.seed)
+    if "images" not in items[0]:
+        raise ConfigError(f"the data {args.data or config.data.name!r} holds tokens, not images (a token cache); "
+                          f"pass --data with the images, e.g. --data fashion-mnist")
     images = torch.stack([item["images"] for item in items]).to(args.device)
     labels = torch.stack([torch.as_tensor(item.get("labels", -1)) for item in items]).long()
     return images, labels
@@ -206,6 +205,7 @@ def register(sub) -> None:
     group.add_argument("--per-class", type=int, default=0, help="this many samples of every class, a row each")
     p.add_argument("--batch-size", type=int, default=0, help="samples per sampler call (0 = all at once)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0 = torch's default)")
     add_sampler_args(p)
     p.set_defaults(func=run_generate)
 
@@ -215,8 +215,9 @@ def register(sub) -> None:
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]} (one row per image).")
         add_checkpoint_data_args(p)
-        p.add_argument("--split", default="test", help="train or test (default test)")
-        p.add_argument("--n", type=int, default=8, help="number of images (rows)")
+        p.add_argument("--split", default="test", choices=["train", "test"],
+                       help="train or test (default test; --test-data names the test images)")
+        p.add_argument("--n", type=positive_int, default=8, help="number of images (rows)")
         if name == "outpaint":
             p.add_argument("--side", required=True, help="left, right, top or bottom")
             p.add_argument("--amount", default="0.25", help="fraction of the side (0.25) or tokens (2) to add")

@@ -1,5 +1,5 @@
 """`mimkit tokenize CKPT --data NAME --out DIR`: pre-extract a tokenizer's codes into a token cache."""
-from .checkpoint_data import add_checkpoint_data_args
+from .checkpoint_data import add_checkpoint_data_args, eval_data_config, image_source, load_eval_data
 
 
 def parse_views(text: str) -> tuple[str, ...]:
@@ -7,13 +7,10 @@ def parse_views(text: str) -> tuple[str, ...]:
 
 
 def run(args) -> None:
-    from dataclasses import replace
-
-    from ..data import build_dataset
-    from ..data.config import DataConfig
+    from ..data.summary import describe_dataset
     from ..engine.checkpoint import load_model, resolve_checkpoint
     from ..errors import CheckpointError, ConfigError
-    from ..tokenizers.cache import build_token_cache, cache_summary, tokenizer_input
+    from ..tokenizers.cache import build_token_cache, cache_summary
 
     if args.crops < 0 or args.batch_size <= 0:
         raise ConfigError(f"--crops must be >= 0 and --batch-size > 0, got {args.crops} and {args.batch_size}")
@@ -21,12 +18,10 @@ def run(args) -> None:
     if not callable(getattr(model, "encode", None)):
         raise CheckpointError(f"{resolve_checkpoint(args.checkpoint)} holds a {config.method!r} model, not a tokenizer "
                               "(it has no encode()); give a tokenizer checkpoint, e.g. a `mimkit train vqgan_...` run")
-    channels, size = tokenizer_input(model)
-    base = config.data if args.data is None else replace(DataConfig(), name=args.data)
-    data_cfg = replace(base, split=args.split, augment=False, limit=args.limit, root=args.data_root or base.root,
-                       image_size=size or base.image_size)
-    dataset = build_dataset(data_cfg, channels=channels or 3, split=args.split)
-    source = f"{data_cfg.name}:{args.split}" if data_cfg.name in ("fashion-mnist", "digits") else data_cfg.name
+    dataset = load_eval_data(args, config, args.split)
+    print(f"{args.split} data   {describe_dataset(dataset, args.seed)}", flush=True)
+    name = eval_data_config(args, config, args.split)[0].name
+    source = f"{image_source(name)}:{dataset.split}" if dataset.split else image_source(name)
     out = build_token_cache(model, dataset, args.out, views=parse_views(args.views), crops=args.crops, seed=args.seed,
                             batch_size=args.batch_size, progress=not args.no_progress, source=source,
                             overwrite=args.overwrite)
@@ -40,7 +35,7 @@ def register(sub) -> None:
                                    "(N, K, h, w), DIR/labels.npy and DIR/manifest.json. The folder appears only "
                                    "when complete. Train token models on it with mimkit.tokenizers.TokenCacheDataset.")
     add_checkpoint_data_args(p)
-    p.add_argument("--split", default="train", help="train or test (default train)")
+    p.add_argument("--split", default="train", choices=["train", "test"], help="train or test (default train)")
     p.add_argument("--views", default="identity,hflip", help="comma-separated base views (default identity,hflip)")
     p.add_argument("--crops", type=int, default=0,
                    help="extra random-resized-crop views per image (area 0.8-1, coin-flip mirror; drawn from --seed)")

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .splits import has_split_arrays, split_array_keys
 
 IMAGE_KEYS = ("images", "x")
 LABEL_KEYS = ("labels", "y")
@@ -52,8 +53,24 @@ def labels_to_tensor(array: np.ndarray, count: int, source: str) -> torch.Tensor
     return torch.from_numpy(array.astype(np.int64))
 
 
-def load_array_file(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """.npy (images only) or .npz (keys images|x and optionally labels|y) -> (uint8 (N, C, H, W), int64 (N,) | None)."""
+def array_file_is_split(path: str | os.PathLike) -> bool:
+    """Whether an .npz holds train / test arrays (see mimkit.data.splits); False for .npy."""
+    if str(path).lower().endswith(".npy"):
+        return False
+    try:
+        with np.load(str(path), allow_pickle=False) as loaded:
+            return has_split_arrays(list(loaded.files))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"cannot read array file {path}: {err}") from None
+
+
+def load_array_file(path: str | os.PathLike, split: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """.npy (images only) or .npz -> (uint8 (N, C, H, W), int64 (N,) | None).
+
+    An .npz holds images under 'images' or 'x' and optional labels under 'labels' or 'y'; with
+    `split` ("train" / "test") it holds that split's arrays instead (train_images / test_images,
+    x_train / x_test, ...; see mimkit.data.splits).
+    """
     path = str(path)
     try:
         loaded = np.load(path, allow_pickle=False)
@@ -63,10 +80,14 @@ def load_array_file(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor
         return images_to_tensor(loaded, path), None
     with loaded:
         keys = list(loaded.files)
-        image_key = next((k for k in IMAGE_KEYS if k in keys), None)
+        if split is None:
+            image_key = next((k for k in IMAGE_KEYS if k in keys), None)
+            label_key = next((k for k in LABEL_KEYS if k in keys), None)
+        else:
+            image_key, label_key = split_array_keys(keys, split)
         if image_key is None:
-            raise DataError(f"{path}: no images array; expected key 'images' or 'x', found {keys}")
-        label_key = next((k for k in LABEL_KEYS if k in keys), None)
+            wanted = "'images' or 'x'" if split is None else f"{split}_images or x_{split}"
+            raise DataError(f"{path}: no images array; expected key {wanted}, found {keys}")
         try:
             images = images_to_tensor(loaded[image_key], f"{path}[{image_key}]")
             labels = None if label_key is None else labels_to_tensor(

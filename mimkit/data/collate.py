@@ -25,3 +25,19 @@ def collate_skipping(items: list) -> tuple[dict[str, torch.Tensor] | None, list[
     if not kept:
         return None, skipped
     return {key: torch.stack([item[key] for item in kept]) for key in kept[0]}, skipped
+
+
+def note_skipped(dataset, paths: list[str]) -> None:
+    """Add skipped paths to `dataset.skipped` (an ordered set kept by datasets that skip, e.g.
+    ImageFolder) in the calling process, so a command can report them afterwards."""
+    record = getattr(dataset, "skipped", None)
+    if record is not None and paths:
+        record.update(dict.fromkeys(paths))
+
+
+def collate_readable(items: list, dataset) -> dict[str, torch.Tensor] | None:
+    """collate_skipping for a reader in this process: the batch (None when all were skipped), the
+    skipped paths noted on `dataset`."""
+    batch, skipped = collate_skipping(items)
+    note_skipped(dataset, skipped)
+    return batch

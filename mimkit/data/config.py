@@ -13,14 +13,19 @@ class DataConfig:
           folder written by `mimkit tokenize` (for MaskGIT / MAGE; its cached views replace the
           image augmentation).
     root: folder holding the Fashion-MNIST IDX files (default: Debian's /usr/share/datasets/fashion-mnist).
-    split: "train" or "test" for the built-ins; ignored for paths.
+    split: "train" or "test": the built-ins' splits, a folder's train/ or val/ (test/) sub-folder, an
+           .npz's train_*/test_* arrays, an HF DatasetDict's split (see mimkit.data.splits); a source
+           without splits is all train data and has no test split.
     image_size: side in pixels every image is resized to before augmentation.
     crop_scale / hflip / augment: RandomResizedCrop(scale) + horizontal flip, batched on tensors.
     crop_ratio: aspect-ratio range (width / height) of the RandomResizedCrop boxes.
     on_error: "raise" (stop naming the file) or "skip" (skip unreadable images and count them).
     max_image_pixels: image files with more pixels are refused before decoding (decompression bombs).
     min_image_size: image files with a shorter side are refused (0 = one patch of the model, when training).
-    limit: use only the first `limit` images (0 = all).
+    limit: use a seeded random subset of `limit` images, stratified by class when labelled (0 = all).
+    limit_seed: the seed of that subset.
+    convert_channels: convert images whose colour does not fit model.in_chans (colour -> grey by
+           luminance, grey -> colour by repetition) instead of refusing them (mimkit.data.colour).
     num_workers: DataLoader workers for decoded-on-the-fly sources (folders).
     views: 1, or 2 for two views of every image (MAGE-C): two independent augmentations
            ("images", "images_2") or two different cached views ("tokens", "tokens_2").
@@ -40,6 +45,8 @@ class DataConfig:
     views: int = 1
     max_image_pixels: int = 50_000_000
     min_image_size: int = 0
+    limit_seed: int = 0
+    convert_channels: bool = False
 
     def validate(self, prefix: str = "data") -> None:
         if not self.name:

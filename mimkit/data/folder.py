@@ -8,6 +8,7 @@ from torch.utils.data import Dataset
 from ..errors import ConfigError, DataError
 from .collate import SkippedItem
 from .decode import MAX_PIXELS, decode_image
+from .subset import subset_indices
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
                     ".ppm", ".pgm", ".pbm", ".pnm")
@@ -29,16 +30,20 @@ class ImageFolder(Dataset):
     Labels: when every image lies inside a sub-folder of `root`, the first-level sub-folder is
     the class (classes sorted by name, labels 0..K-1); when any image sits directly in `root`,
     the folder is unlabelled and every label is -1 (pretraining needs no labels).
+    classes: class names to number the sub-folders by instead (e.g. the train split's, so a test
+    folder's labels mean the same classes); a sub-folder not among them is a DataError.
     Items: {"images": float32 (channels, image_size, image_size) in [0, 1], "labels": int64 0-d}.
     on_error: "raise" -> DataError naming an unreadable file; "skip" -> the item is a SkippedItem,
     which collate_skipping drops and ResumableLoader counts.
-    limit: keep only the first `limit` files in sorted order (0 = all).
+    limit: keep a seeded random subset of `limit` files (stratified by class, see
+    mimkit.data.subset; 0 = all), drawn with `limit_seed`.
     max_pixels / min_side: size limits checked before decoding (see mimkit.data.decode); files
     outside them count as unreadable.
     """
 
     def __init__(self, root: str | os.PathLike, channels: int, image_size: int, on_error: str = "raise",
-                 limit: int = 0, max_pixels: int = MAX_PIXELS, min_side: int = 1):
+                 limit: int = 0, max_pixels: int = MAX_PIXELS, min_side: int = 1, classes: list[str] | None = None,
+                 limit_seed: int = 0):
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be raise or skip, got {on_error!r}")
         self.root = Path(root).expanduser()
@@ -50,16 +55,24 @@ class ImageFolder(Dataset):
                             f"{', '.join(IMAGE_EXTENSIONS)})")
         parts = [f.relative_to(self.root).parts for f in files]
         if all(len(p) > 1 for p in parts):
-            self.classes = sorted({p[0] for p in parts})
+            self.classes = list(classes) if classes is not None else sorted({p[0] for p in parts})
             index = {name: i for i, name in enumerate(self.classes)}
-            labels = [index[p[0]] for p in parts]
+            unknown = sorted({p[0] for p in parts} - set(index))
+            if unknown:
+                raise DataError(f"image folder {self.root}: class folder {unknown[0]!r} is not one of the train "
+                                f"classes ({', '.join(self.classes[:10])}{', ...' if len(self.classes) > 10 else ''}); "
+                                "a model cannot be tested on a class it was never shown")
+            labels = torch.tensor([index[p[0]] for p in parts], dtype=torch.long)
         else:
             self.classes = None
-            labels = [-1] * len(files)
-        keep = limit or len(files)
-        self.files, self.labels = [str(f) for f in files[:keep]], labels[:keep]
+            labels = torch.full((len(files),), -1, dtype=torch.long)
+        self.total = len(files)
+        keep = subset_indices(labels, len(files), limit, limit_seed)
+        self.files, self.labels = [str(files[i]) for i in keep], labels[keep]
         self.channels, self.image_size, self.on_error = channels, image_size, on_error
         self.max_pixels, self.min_side = max_pixels, min_side
+        self.source = str(self.root)
+        self.skipped: dict[str, None] = {}  # unreadable files met by readers in this process (ordered set)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -74,6 +87,6 @@ class ImageFolder(Dataset):
             if self.on_error == "skip":
                 return SkippedItem(path)
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise DataError(f"cannot read image {path}: {reason}; fix or delete it, "
-                            "or set data.on_error=skip to skip unreadable files") from None
-        return {"images": image, "labels": torch.tensor(self.labels[index], dtype=torch.long)}
+            raise DataError(f"cannot read image {path}: {reason}; fix or delete it, or skip unreadable files "
+                            "(data.on_error=skip when training, --on-error skip for other commands)") from None
+        return {"images": image, "labels": self.labels[index].clone()}

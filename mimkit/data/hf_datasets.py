@@ -33,8 +33,12 @@ def parse_hf_name(name: str) -> tuple[Path, str | None]:
     return Path(spec).expanduser(), None
 
 
-def load_hf_rows(name: str, split: str):
-    """The rows of a save_to_disk folder (a DatasetDict's `split`, or the named one)."""
+def load_hf_rows(name: str, split: str, whole: bool = False):
+    """(rows, source text) of a save_to_disk folder: a DatasetDict's `split` (the test split is
+    `test`, else `validation`), the split named after the last colon, or a plain Dataset, which is
+    one undivided set (MissingSplit for the test split unless `whole`)."""
+    from .splits import TEST_NAMES, missing_split
+
     try:
         import datasets
     except ImportError:
@@ -44,13 +48,18 @@ def load_hf_rows(name: str, split: str):
     if not path.is_dir():
         raise DataError(f"data.name={name}: {path} is not a folder written by Dataset.save_to_disk "
                         "(downloads by dataset name are not available: save the dataset to disk first)")
+    if chosen and split == "test" and not whole:  # the name picks one split: that is all of the data
+        raise missing_split(name)
     loaded = datasets.load_from_disk(str(path))
     if isinstance(loaded, datasets.DatasetDict):
-        split = chosen or split
-        if split not in loaded:
-            raise DataError(f"data.name={name}: no split {split!r}; splits: {', '.join(loaded)}")
-        return loaded[split]
-    return loaded
+        names = [chosen] if chosen else ["train"] if split == "train" else list(TEST_NAMES)
+        found = next((n for n in names if n in loaded), None)
+        if found is None:
+            raise DataError(f"data.name={name}: no split {' or '.join(names)}; splits: {', '.join(loaded)}")
+        return loaded[found], f"{name} {found}" if not chosen else name
+    if split == "test" and not whole:
+        raise missing_split(name)
+    return loaded, name
 
 
 class HFImageRows(Dataset):

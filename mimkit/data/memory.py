@@ -33,6 +33,8 @@ class InMemoryDataset(Dataset):
         self.images = images
         self.labels = labels.long() if labels is not None else torch.full((len(images),), -1, dtype=torch.long)
         self.classes = list(classes) if classes is not None else None
+        self.source = source
+        self.total = len(images)  # images in the source before any subset (build_dataset sets it)
 
     @staticmethod
     def convert(chunk: torch.Tensor, channels: int, size: int, source: str) -> torch.Tensor:

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..data.collate import collate_skipping, note_skipped
 from ..errors import DataError
 
 
@@ -25,14 +26,20 @@ def labelled_batches(dataset, batch_size: int, num_workers: int = 0):
     """Yield {"images": (B, C, H, W), "labels": (B,)} batches in dataset order.
 
     In-memory datasets with `get_batch(indices)` are sliced directly (no per-item collation);
-    any other map-style dataset of {"images", "labels"} dicts goes through a DataLoader.
+    any other map-style dataset of {"images", "labels"} dicts goes through a DataLoader. Items an
+    on_error="skip" dataset could not read are left out and noted in `dataset.skipped`.
     """
     if hasattr(dataset, "get_batch"):
         n = len(dataset)
         for start in range(0, n, batch_size):
             yield dataset.get_batch(torch.arange(start, min(start + batch_size, n)))
-    else:
-        yield from DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        return
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate_skipping)
+    for batch, skipped in loader:
+        note_skipped(dataset, skipped)
+        if batch is not None:
+            yield batch
 
 
 def _check_batch(batch, what: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import default_collate
 from tqdm.auto import tqdm
 
+from ..data.collate import collate_readable
 from ..engine.optim import param_groups, scaled_lr, warmup_cosine
 from ..errors import ConfigError, DataError, MimkitError
 from .features import _check_batch, labelled_batches, model_device
@@ -225,11 +225,14 @@ def prepare_model(model: nn.Module, drop_path: float | None, device) -> nn.Modul
 
 # ------------------------------------------------------------------ data
 def take(dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """indices (B,) of a labelled dataset -> (images (B, C, H, W), labels (B,))."""
+    """indices (B,) of a labelled dataset -> (images (B', C, H, W), labels (B',)); B' < B when an
+    on_error="skip" dataset could not read some of them (noted in `dataset.skipped`)."""
     if hasattr(dataset, "get_batch"):
         batch = dataset.get_batch(indices)
     else:
-        batch = default_collate([dataset[int(i)] for i in indices])
+        batch = collate_readable([dataset[int(i)] for i in indices], dataset)
+        if batch is None:
+            raise DataError(f"none of the {len(indices)} images of a fine-tuning batch could be read; check the data")
     return _check_batch(batch, "the fine-tuning dataset")
 
 
