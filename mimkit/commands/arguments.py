@@ -30,23 +30,24 @@ def _number(text: str, ok, what: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def int_in(low: int, high: int):
+    """argparse type: an integer in [low, high] (bounds keep huge values from reaching torch as overflows)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            what = ("a positive integer" if low == 1 else f"an integer >= {low}") if high == MAX_COUNT else \
+                f"an integer in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+MAX_COUNT = 2**31 - 1  # images, batch sizes, steps
+positive_int = int_in(1, MAX_COUNT)
+non_negative_int = int_in(0, MAX_COUNT)
+seed_int = int_in(0, 2**63 - 1)  # what torch.Generator.manual_seed takes
+thread_count = int_in(0, 1024)
+picture_scale = int_in(1, 64)  # pixel enlargement of pictures (64 x 28 px is already 1.8k px per cell)

@@ -8,7 +8,7 @@ from ..errors import ConfigError
 
 def add_checkpoint_data_args(p) -> None:
     """The checkpoint, its evaluation data (--data / --train-data / --test-data), subset, error and thread options."""
-    from .arguments import non_negative_int
+    from .arguments import non_negative_int, seed_int, thread_count
 
     p.add_argument("checkpoint", help="checkpoint folder, run folder (uses its latest checkpoint) or model.safetensors")
     g = p.add_argument_group("data (any source mimkit reads: fashion-mnist, digits, an image folder, .npy/.npz, "
@@ -30,8 +30,8 @@ def add_checkpoint_data_args(p) -> None:
     g.add_argument("--convert-channels", action="store_true",
                    help="convert images whose colour does not fit the model (colour -> grey, grey -> RGB) instead "
                         "of refusing them")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subset, masks and probes (default 0)")
-    p.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the subset, masks and probes (default 0)")
+    p.add_argument("--threads", type=thread_count, default=0, help="torch CPU threads (0 = torch's default)")
 
 
 def image_geometry(config) -> tuple[int, int]:
@@ -67,7 +67,9 @@ def eval_data_config(args, config, split: str):
     from ..data.config import DataConfig
 
     named = getattr(args, f"{split}_data", None)
-    if named:
+    if named is not None:
+        if not named.strip():
+            raise ConfigError(f"--{split}-data is empty; give a dataset name or path")
         return replace(DataConfig(), name=named), True
     data = getattr(args, "data", None)
     return (config.data, False) if data is None else (replace(DataConfig(), name=data), False)
@@ -81,6 +83,7 @@ def load_eval_data(args, config, split: str, classes: list[str] | None = None):
     from ..data import build_dataset
 
     base, named = eval_data_config(args, config, split)
+    option = f"--{split}-data" if named else "--data" if getattr(args, "data", None) is not None else "data.name"
     size, channels = image_geometry(config)
     own = base is config.data
     data_cfg = replace(base, name=image_source(base.name), split=split, augment=False, limit=getattr(args, "limit", 0),
@@ -88,7 +91,7 @@ def load_eval_data(args, config, split: str, classes: list[str] | None = None):
                        root=getattr(args, "data_root", "") or base.root,
                        on_error=getattr(args, "on_error", None) or (base.on_error if own else "raise"),
                        convert_channels=getattr(args, "convert_channels", False) or (own and base.convert_channels))
-    return build_dataset(data_cfg, channels=channels, split=split, whole=named, classes=classes)
+    return build_dataset(data_cfg, channels=channels, split=split, whole=named, classes=classes, key=option)
 
 
 def load_eval_splits(args, config):
@@ -101,15 +104,19 @@ def load_eval_splits(args, config):
 
 
 def check_disjoint(train, test) -> None:
-    """DataError when the test data is (or shares image files with) the train data."""
+    """DataError when the test data is (or shares image files with) the train data, however the
+    paths were written (relative, with '..', through a symlink)."""
+    import os
+
     from ..errors import DataError
 
-    files = set(getattr(train, "files", ()))
-    shared = [f for f in getattr(test, "files", ()) if f in files]
+    files = {os.path.realpath(f) for f in getattr(train, "files", ())}
+    shared = [f for f in getattr(test, "files", ()) if os.path.realpath(f) in files]
     if shared:
         raise DataError(f"{len(shared)} of the {len(test)} test images are also train images (e.g. {shared[0]}); "
                         "give test data that is not part of the train data")
-    if not files and getattr(train, "source", None) is not None and train.source == getattr(test, "source", None):
+    identity = getattr(train, "identity", None)
+    if not files and identity is not None and identity == getattr(test, "identity", None):
         raise DataError(f"the train and the test data are both {train.source}; give test data of its own "
                         "(--test-data PATH)")
 

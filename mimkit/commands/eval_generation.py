@@ -11,6 +11,7 @@ square, antialiased bicubic for a classifier; 299 px for Inception), and every r
 """
 import time
 
+from .arguments import positive_int
 from .checkpoint_data import load_eval_data
 
 
@@ -131,7 +132,7 @@ def add_generation_args(p) -> None:
     """The options of `mimkit eval generation` (registered on the `eval` parser)."""
     g = p.add_argument_group("generation (mimkit eval generation)")
     g.add_argument("--feature-net", help="classifier checkpoint or Inception-v3 TorchScript file (.pt) for FID/IS/PR")
-    g.add_argument("--n", type=int, default=1000, help="samples per setting (default 1000)")
+    g.add_argument("--n", type=positive_int, default=1000, help="samples per setting (default 1000)")
     g.add_argument("--steps", default="12", help="decoding steps, comma-separated (default 12)")
     g.add_argument("--schedule", default="cosine", help="mask schedules, comma-separated (default cosine)")
     g.add_argument("--choice-temperature", type=float, default=4.5)

@@ -11,23 +11,23 @@ draw one row per test image: masked input | result | original.
 """
 import math
 
-from .arguments import non_negative_int, positive_int
+from .arguments import non_negative_int, picture_scale, positive_int, seed_int, thread_count
 from .checkpoint_data import add_checkpoint_data_args, load_eval_data, random_readable_items
 
 # ---------------------------------------------------------------- shared arguments
 
 
 def add_sampler_args(p) -> None:
-    p.add_argument("--steps", type=int, default=12, help="decoding steps T (default 12)")
+    p.add_argument("--steps", type=positive_int, default=12, help="decoding steps T (default 12)")
     p.add_argument("--schedule", default="cosine", help="mask schedule: cosine, linear, square, cubic, sqrt, log, exp")
     p.add_argument("--choice-temperature", type=float, default=4.5,
                    help="Gumbel noise on the confidences (default 4.5)")
     p.add_argument("--token-temperature", type=float, default=1.0, help="temperature of the token distribution")
-    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = all)")
+    p.add_argument("--top-k", type=non_negative_int, default=0, help="sample among the k most likely tokens (0 = all)")
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance scale w (0 = off)")
     p.add_argument("--guidance-ramp", default="linear", help="linear (w (t+1)/T) or constant")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--scale", type=int, default=4, help="pixel enlargement factor for small images")
+    p.add_argument("--scale", type=picture_scale, default=4, help="pixel enlargement factor for small images")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output picture: .png, .jpg, .webp, .bmp or .tif "
                                                 "in an existing folder")
@@ -199,13 +199,13 @@ def register(sub) -> None:
                        description="Sample images by iterative masked-token decoding and write them as a picture "
                                    "grid (one row per class with --per-class).")
     p.add_argument("checkpoint", help="checkpoint folder, run folder (uses its latest checkpoint) or model.safetensors")
-    p.add_argument("--n", type=int, default=None, help="number of samples (default 8, or one per --labels entry)")
+    p.add_argument("--n", type=positive_int, default=None, help="number of samples (default 8, or one per --labels entry)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--labels", help="comma-separated class ids, one per sample or one for all (-1 = no label)")
-    group.add_argument("--per-class", type=int, default=0, help="this many samples of every class, a row each")
-    p.add_argument("--batch-size", type=int, default=0, help="samples per sampler call (0 = all at once)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0 = torch's default)")
+    group.add_argument("--per-class", type=non_negative_int, default=0, help="this many samples of every class, a row each")
+    p.add_argument("--batch-size", type=non_negative_int, default=0, help="samples per sampler call (0 = all at once)")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--threads", type=thread_count, default=0, help="torch CPU threads (0 = torch's default)")
     add_sampler_args(p)
     p.set_defaults(func=run_generate)
 

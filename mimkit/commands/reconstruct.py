@@ -1,6 +1,6 @@
 """`mimkit reconstruct CKPT --out grid.png`: one row per image, the columns the model draws
 (MAE: masked input | reconstruction | original; a tokenizer such as VQGAN: original | reconstruction)."""
-from .arguments import positive_int, unit_interval
+from .arguments import picture_scale, positive_int, unit_interval
 from .checkpoint_data import add_checkpoint_data_args, load_eval_data, random_readable_items, report_skipped
 
 
@@ -47,6 +47,6 @@ def register(sub) -> None:
     p.add_argument("--n", type=positive_int, default=8, help="number of images (rows)")
     p.add_argument("--mask-ratio", type=unit_interval(open_high=True), default=None,
                    help="MAE: override the model's mask ratio, in [0, 1)")
-    p.add_argument("--scale", type=positive_int, default=4, help="pixel enlargement factor for small images")
+    p.add_argument("--scale", type=picture_scale, default=4, help="pixel enlargement factor for small images")
     p.add_argument("--out", required=True, help="output PNG path")
     p.set_defaults(func=run)

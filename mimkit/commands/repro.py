@@ -1,5 +1,6 @@
 """`mimkit repro NAME [--quick]`: reproduce a seed paper's central claim at CPU scale and write
 report.md with plots (see mimkit/repro/); `mimkit repro --list` names them."""
+from .arguments import thread_count
 
 
 def run(args) -> None:
@@ -10,8 +11,6 @@ def run(args) -> None:
         width = max(map(len, REPROS))
         print("\n".join(f"{name:<{width}}  {about}" for name, (_, about) in REPROS.items()))
         return
-    if args.threads < 0:
-        raise ConfigError(f"--threads must be >= 0 (0 = torch's default), got {args.threads}")
     names = list(REPROS) if args.name == "all" else [args.name]
     if args.out and len(names) > 1:
         raise ConfigError("--out names one report folder; with `all` leave it out (each report goes to its default)")
@@ -34,6 +33,6 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true", help="smoke-test sizes: the whole pipeline in about a minute")
     p.add_argument("--out", help="report folder (default docs/repro/NAME, or runs/repro-quick/NAME/report)")
     p.add_argument("--work", help="where the runs go (default runs/repro, or runs/repro-quick)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--threads", type=thread_count, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

@@ -1,4 +1,5 @@
 """`mimkit tokenize CKPT --data NAME --out DIR`: pre-extract a tokenizer's codes into a token cache."""
+from .arguments import non_negative_int, positive_int
 from .checkpoint_data import add_checkpoint_data_args, eval_data_config, image_source, load_eval_data
 
 
@@ -37,9 +38,9 @@ def register(sub) -> None:
     add_checkpoint_data_args(p)
     p.add_argument("--split", default="train", choices=["train", "test"], help="train or test (default train)")
     p.add_argument("--views", default="identity,hflip", help="comma-separated base views (default identity,hflip)")
-    p.add_argument("--crops", type=int, default=0,
+    p.add_argument("--crops", type=non_negative_int, default=0,
                    help="extra random-resized-crop views per image (area 0.8-1, coin-flip mirror; drawn from --seed)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--out", required=True, help="cache folder to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing cache folder at --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

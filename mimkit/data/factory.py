@@ -1,5 +1,6 @@
 """build_dataset: a DataConfig -> the dataset it names (built-in, folder, array or IDX file, tar
 shards, Hugging Face datasets folder), cut to the split asked for (see mimkit.data.splits)."""
+import os
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
@@ -23,7 +24,7 @@ CHOICES = ("fashion-mnist, digits, or a path to an image folder, a .npy/.npz fil
 
 
 def build_dataset(cfg: DataConfig, channels: int, split: str | None = None, min_side: int = 1,
-                  whole: bool = False, classes: list[str] | None = None):
+                  whole: bool = False, classes: list[str] | None = None, key: str = "data.name"):
     """The dataset of `cfg.name` with items {"images": float32 (channels, S, S), "labels": int64 0-d},
     or for a token cache folder a TokenCacheDataset with items {"tokens": (h, w), "labels"}.
 
@@ -32,18 +33,26 @@ def build_dataset(cfg: DataConfig, channels: int, split: str | None = None, min_
     split; an undivided source gives all of its images for "train" and raises MissingSplit for
     "test", unless `whole` (a source named explicitly as the test data is used whole).
     classes: class names that number a class folder's labels (a test folder numbered like its train folder).
+    key: how errors name the source (data.name, or a command's option such as --test-data).
     cfg.limit keeps a seeded random subset (stratified by class; seed cfg.limit_seed).
     min_side: shortest image side an image folder accepts when cfg.min_image_size is 0 (training
     passes the model's patch size). Every dataset gets `source`, the text that names it in reports,
-    and `split`: the split it is of a divided source, None for an undivided one.
+    `split`: the split it is of a divided source (None for an undivided one), and `identity`: the
+    resolved source path and split, which tells whether two datasets are the same data.
     """
-    dataset = _build(cfg, channels, split or cfg.split, min_side, whole, classes)
+    if not cfg.name:
+        raise ConfigError(f"{key} is empty; give fashion-mnist, digits, or a folder / .npy / .npz / IDX path")
+    split = split or cfg.split
+    dataset = _build(cfg, channels, split, min_side, whole, classes, key)
     if not hasattr(dataset, "split"):
         dataset.split = None
+    path = Path(cfg.name).expanduser()
+    dataset.identity = (os.path.realpath(path) if path.exists() else cfg.name, dataset.split)
     return dataset
 
 
-def _build(cfg: DataConfig, channels: int, split: str, min_side: int, whole: bool, classes: list[str] | None):
+def _build(cfg: DataConfig, channels: int, split: str, min_side: int, whole: bool, classes: list[str] | None,
+           key: str):
     """build_dataset without the `split` mark of undivided sources."""
     cfg.validate("data")
     check_split_name(split)
@@ -73,7 +82,7 @@ def _build(cfg: DataConfig, channels: int, split: str, min_side: int, whole: boo
     if path.is_dir():
         return image_folder(cfg, channels, path, split, min_side, whole, classes)
     if not path.is_file():
-        raise DataError(f"data.name {name!r} is neither a built-in dataset nor an existing path; choose {CHOICES}")
+        raise DataError(f"{key} {name!r} is neither a built-in dataset nor an existing path; choose {CHOICES}")
     if path.suffix.lower() in (".npy", ".npz"):
         if array_file_is_split(path):
             images, labels = load_array_file(path, split)
@@ -82,7 +91,7 @@ def _build(cfg: DataConfig, channels: int, split: str, min_side: int, whole: boo
     elif has_idx_header(path):
         images, labels = load_idx_images(path)
     else:
-        raise DataError(f"data.name {name!r}: cannot tell what the file holds (not .npy/.npz, no IDX header); "
+        raise DataError(f"{key} {name!r}: cannot tell what the file holds (not .npy/.npz, no IDX header); "
                         f"choose {CHOICES}")
     if split == "test" and not whole:
         raise missing_split(name)

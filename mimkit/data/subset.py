@@ -10,16 +10,18 @@ import torch
 from ..errors import ConfigError
 
 
-def class_quotas(counts: torch.Tensor, limit: int) -> torch.Tensor:
+def class_quotas(counts: torch.Tensor, limit: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Images to keep per class: (K,) counts -> (K,) quotas summing to `limit` (< counts.sum()).
 
-    Proportional to the counts with the largest remainders rounded up; when limit >= K every class
-    keeps at least one image (taken from the class with the largest quota).
+    Proportional to the counts with the largest remainders rounded up (ties, e.g. limit < K on
+    balanced classes, broken at random with `generator`, not in class order); when limit >= K
+    every class keeps at least one image (taken from the class with the largest quota).
     """
     share = counts.double() * limit / counts.sum()
     quotas = share.floor().long()
     leftover = limit - int(quotas.sum())
-    order = torch.argsort(share - quotas, descending=True, stable=True)
+    shuffled = torch.randperm(len(counts), generator=generator)
+    order = shuffled[torch.argsort((share - quotas)[shuffled], descending=True, stable=True)]
     quotas[order[:leftover]] += 1
     if limit >= len(counts):
         for k in torch.nonzero(quotas == 0).flatten().tolist():
@@ -43,7 +45,7 @@ def subset_indices(labels: torch.Tensor | None, size: int, limit: int, seed: int
         return torch.randperm(size, generator=generator)[:limit].sort().values
     classes, counts = torch.unique(labels, return_counts=True)
     picked = []
-    for cls, quota in zip(classes.tolist(), class_quotas(counts, limit).tolist()):
+    for cls, quota in zip(classes.tolist(), class_quotas(counts, limit, generator).tolist()):
         members = torch.nonzero(labels == cls).flatten()
         picked.append(members[torch.randperm(len(members), generator=generator)[:quota]])
     return torch.cat(picked).sort().values

@@ -57,6 +57,8 @@ def check_picture_path(path: str | Path) -> Path:
     existing folder (none is created); MimkitError otherwise. Commands call it before any work."""
     path = Path(path)
     picture_format(path)
+    if "\x00" in str(path):
+        raise MimkitError(f"picture path {str(path)!r} holds a NUL character; choose another --out")
     if not path.parent.is_dir():
         raise MimkitError(f"folder {path.parent} does not exist; create it first or choose another --out")
     return path

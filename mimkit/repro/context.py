@@ -82,7 +82,8 @@ class ReproContext:
         return float(file.read_text()) / 60 if file.is_file() else 0.0
 
     def splits(self, train_limit: int, test_limit: int, image_size: int = 28):
-        """Fashion-MNIST (train, test) at image_size, un-augmented, the first *_limit images."""
+        """Fashion-MNIST (train, test) at image_size, un-augmented, seeded class-stratified subsets of
+        *_limit images (data.limit)."""
         from ..data import build_dataset
         from ..data.config import DataConfig
 

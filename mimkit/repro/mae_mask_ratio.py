@@ -53,7 +53,8 @@ def run(ctx: ReproContext) -> Report:
     report.text(
         f"Each run: `mimkit train mae_demo_fmnist model.mask_ratio=R model.mask_type=T train.steps={sizes['steps']} "
         f"optim.warmup_steps={sizes['warmup']}` (batch 64, seed 0; {sizes['steps'] * 64 / 60000:.2f} epochs of "
-        f"Fashion-MNIST). Probes: frozen features of the first {sizes['train_limit']} train and "
+        f"Fashion-MNIST). Probes: frozen features of seeded class-stratified "
+        f"subsets of {sizes['train_limit']} train and "
         f"{sizes['test_limit']} test images; linear probe (BatchNorm + linear, SGD, 30 epochs) and 20-NN, "
         f"on the cls token and on the mean patch token. Random init: the same ViT untrained. "
         f"Block masking hides rectangles of >= 4 of the 49 patches (BEiT's 16 of 196, scaled); grid keeps "

@@ -104,7 +104,8 @@ def run(ctx: ReproContext) -> Report:
         f"average {runs[0]['average_ratio']:.2f}), fixed = std 0 (the ratio is the mean). Generation: "
         f"{sizes['samples']} samples, {sizes['decode_steps']} cosine steps (the paper uses 20), choice temperature "
         f"4.5. {bench.describe(sizes['samples'], floor)} Representation: linear probe (BatchNorm + linear, SGD) "
-        f"and 20-NN on the mean-pooled encoder output of the first {sizes['probe_train']} train and "
+        f"and 20-NN on the mean-pooled encoder output of seeded "
+        f"class-stratified subsets of {sizes['probe_train']} train and "
         f"{sizes['probe_test']} test images, frozen; random init = the same MAGE untrained. Wall time: {minutes}.")
     report.table(["setting", "average ratio", "FID", "precision", "recall", "linear (mean)", "k-NN (mean)"],
                  [[r["setting"], f"{r['average_ratio']:.2f}", f"{r['fid']:.2f}", f"{r['precision']:.3f}",

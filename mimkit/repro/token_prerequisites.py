@@ -62,7 +62,7 @@ class TokenPrerequisites:
     def describe(self) -> str:
         """A markdown paragraph on how the prerequisites were made and how long each took."""
         s, took = self.sizes, lambda stage: stage_text(self.stages[stage])
-        images = "all 60000" if not s["cache_images"] else f"the first {s['cache_images']}"
+        images = "all 60000" if not s["cache_images"] else f"a seeded class-stratified subset of {s['cache_images']}"
         manifest = read_manifest(self.cache)
         (h, w), codes = manifest["grid_size"], manifest["codebook_size"]
         return (f"Shared prerequisites (in `work/shared`, reused by maskgit-schedules and mage-variable-ratio): "
@@ -82,9 +82,10 @@ def three_way(good_gap: float, margin: float) -> bool | None:
 
 def cache_request(tokenizer, views, images: int) -> dict:
     """What a token cache is made from: the tokenizer's fingerprint, the views, the image count
-    (0 = all) and the source, plus the cache format version."""
+    (0 = all; a seeded subset stratified by class, not the first images) and the source, plus the
+    cache format version."""
     return {"tokenizer_fingerprint": tokenizer_fingerprint(tokenizer), "views": list(views), "images": images,
-            "source": CACHE_SOURCE, "format_version": FORMAT_VERSION}
+            "subset": "seeded-stratified", "source": CACHE_SOURCE, "format_version": FORMAT_VERSION}
 
 
 def cache_is_current(cache_dir: Path, request: dict) -> bool:
@@ -100,7 +101,7 @@ def cache_is_current(cache_dir: Path, request: dict) -> bool:
 
 
 def ensure_token_cache(ctx: ReproContext, tokenizer_run: Path, views, images: int) -> tuple[Path, dict]:
-    """The token cache of the first `images` (0 = all) train images in `views`, built by the
+    """The token cache of a seeded stratified subset of `images` (0 = all) train images in `views`, built by the
     tokenizer of `tokenizer_run` into work/shared/tokens_<fingerprint> unless already there ->
     (folder, its `stage_info`). The build time is kept like a run's training time (ctx.train_minutes)."""
     started = time.time()
@@ -170,8 +171,8 @@ class FidBench:
         return sample_row(args, model, sampler, self.net, self.real, self.real_labels, self.real_features)
 
     def real_fid(self, ctx: ReproContext, n: int) -> float:
-        """FID of the first n real train images (at the same size) against the real test set: the
-        floor a perfect generator reaches with n samples (FID is biased upwards at small n)."""
+        """FID of n real train images (a seeded class-stratified subset, at the same size) against the
+        real test set: the floor a perfect generator reaches with n samples (FID is biased upwards at small n)."""
         train_set, _ = ctx.splits(n, 1, self.real.shape[-1])
         images = next(iter(labelled_batches(train_set, n)))["images"]
         return frechet_distance(*feature_statistics(self.net.features(images)),
