@@ -27,13 +27,19 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+# config.json of a resumed run may also hold the record of the changes allowed on resume
+# (mimkit.engine.resume_check); it describes the run's history, not its config
+RESUMED_CHANGES = "resumed_changes"
+
+
 def run_config_from_dict(values: dict) -> RunConfig:
-    """A nested dict (preset, YAML, config.json) -> RunConfig with the method's model config."""
+    """A nested dict (preset, YAML, config.json) -> RunConfig with the method's model config
+    (a config.json's RESUMED_CHANGES record is accepted and left out)."""
     from .methods import method_entry
 
     if not isinstance(values, dict):
         raise ConfigError(f"a run config must be a mapping, got {type(values).__name__}")
-    unknown = set(values) - {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = set(values) - {f.name for f in dataclasses.fields(RunConfig)} - {RESUMED_CHANGES}
     if unknown:
         raise ConfigError(f"unknown key {sorted(unknown)[0]!r}; valid keys: method, model, data, optim, train")
     method = values.get("method", "mae")

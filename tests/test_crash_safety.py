@@ -197,7 +197,7 @@ def test_nonfinite_steps_are_skipped_without_touching_weights_and_counted(tmp_pa
     assert not torch.equal(seen[1][0][0], seen[2][0][0])
     with open(tmp_path / "log.csv") as handle:
         rows = {int(r["step"]): r for r in csv.DictReader(handle)}
-    assert [rows[s]["nonfinite_steps"] for s in range(1, 6)] == ["", "", "1.0", "2.0", "2.0"]
+    assert [rows[s]["nonfinite_steps"] for s in range(1, 6)] == ["", "", "1", "2", "2"]  # counts: integers
     assert rows[3]["loss"] == rows[4]["loss"] == "" and float(rows[5]["loss"]) >= 0
     assert trainer.nonfinite_run == 0 and trainer.nonfinite_total == 2
 

@@ -27,8 +27,9 @@ class ResumableLoader:
     Datasets with `get_batch(indices)` (in memory) are indexed directly in this process; others go
     through a DataLoader (num_workers workers) whose batch sampler starts at the saved position.
     Unreadable images skipped by the dataset (SkippedItem) are dropped from their batch, which is
-    then shorter (a batch with nothing left is passed over); `skipped_count` counts them and
-    `skipped_paths` lists each distinct path once, in the order first met.
+    then shorter (a batch with nothing left is passed over); `skipped_paths` lists each distinct
+    path once, in the order first met (the trainer logs and saves their number), and
+    `skipped_count` counts the skipped reads (a file met in two epochs counts twice).
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int = 0, drop_last: bool = True,

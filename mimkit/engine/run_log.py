@@ -23,6 +23,14 @@ def is_step(text: str | None) -> bool:
         return False
 
 
+def cell(value):
+    """A logged value as written: ints (counts) stay ints, strings stay, the rest (tensors, numpy
+    scalars, floats) become floats."""
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return value
+    return float(value)
+
+
 class RunLog:
     """Append rows of scalars to RUN/log.csv (columns fixed by the first row) and to TensorBoard.
 
@@ -57,8 +65,8 @@ class RunLog:
         writer.writerows(rows)
         write_text_atomic(self.path, text.getvalue())
 
-    def log(self, step: int, values: dict[str, float]) -> None:
-        row = {"step": step, **{k: (float(v) if not isinstance(v, str) else v) for k, v in values.items()}}
+    def log(self, step: int, values: dict[str, float | int]) -> None:
+        row = {"step": step, **{k: cell(v) for k, v in values.items()}}
         if self.columns is None:
             self.columns = list(row.keys())
             self.write_all([])
@@ -71,7 +79,7 @@ class RunLog:
             csv.DictWriter(handle, fieldnames=self.columns).writerow(row)
         if self.writer is not None:
             for key, value in row.items():
-                if key != "step" and isinstance(value, float) and math.isfinite(value):
+                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
                     self.writer.add_scalar(key, value, step)
 
     def close(self) -> None:

@@ -16,6 +16,14 @@ Run folder (mimkit.engine.run_dir): checked writable before anything is written;
 a folder holding checkpoints is refused unless train.overwrite; a fresh run that fails before its
 first checkpoint removes the folder it created.
 
+Resume (mimkit.engine.resume_check): refused without a resumable checkpoint, a no-op (said so)
+when the checkpoint is at train.steps already, refused when the recipe or the computed peak lr
+differs from the checkpoint's unless fit(allow_change=...) names the keys; allowed changes are
+recorded in every later checkpoint's config.json ("resumed_changes").
+
+Skipped images (data.on_error=skip): logged and saved as the number of distinct files skipped so
+far over all ranks; RUN/skipped_images.txt lists them.
+
 Distributed (mimkit.engine.distributed): under `torchrun --nproc_per_node=N` every process joins
 the group from torchrun's environment and trains a DDP-wrapped model on its own disjoint shard
 of the same global permutation. train.batch_size is per process, so the global batch is
@@ -37,7 +45,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..config import RunConfig, to_dict
+from ..config import RESUMED_CHANGES, RunConfig, to_dict
 from ..errors import CheckpointError, ConfigError, TrainingError
 from .checkpoint import latest_checkpoint, load_trainer_state, load_weights, read_config, save_checkpoint
 from .device import autocast, pick_device
@@ -45,6 +53,8 @@ from .distributed import (all_ranks_true, barrier, full_model_state, full_optimi
                           init_distributed, load_full_optimizer_state, load_full_weights, mean_over_ranks, rank_device,
                           shard_fsdp, sum_over_ranks, wrap_ddp)
 from .optim import build_adamw, scaled_lr, warmup_cosine
+from .resume_check import (allowed_keys, check_peak_lr, check_recipe, nothing_to_do, recorded_changes,
+                           resumable_checkpoint)
 from .rng import rng_state, seed_everything, set_rng_state
 from .run_dir import check_writable_dir, refuse_or_clear_old_run, write_skipped
 from .run_log import RunLog
@@ -86,6 +96,9 @@ class Trainer:
         self.step = 0
         self.nonfinite_total = 0  # skipped steps so far
         self.nonfinite_run = 0  # skipped steps in a row, up to the current one
+        self.skipped: dict[str, None] = {}  # distinct unreadable files skipped by any rank (an ordered set)
+        self.skipped_shared = 0  # how many of self.loader.skipped_paths are in self.skipped
+        self.resumed_changes: list[dict] = []  # config.json's record of the changes allowed on resume
         self.forward = torch.compile(self.ddp) if self.tc.compile else self.ddp
 
     # ------------------------------------------------------------ state
@@ -93,10 +106,11 @@ class Trainer:
         """Everything besides the weights that an exact resume needs (a collective under torchrun:
         every rank must call it, as save() does)."""
         optimizer = full_optimizer_state(self.model, self.optimizer) if self.sharded else self.optimizer.state_dict()
+        skipped = self.sync_skipped()
         state = {"step": self.step, "optimizer": optimizer, "loader": self.loader.state_dict(),
                  "rng": rng_state(), "peak_lr": self.peak_lr,
                  "nonfinite": {"total": self.nonfinite_total, "run": self.nonfinite_run},
-                 "skipped_images": sum_over_ranks(self.loader.skipped_count, self.dist, self.device)}  # all ranks'
+                 "skipped_images": skipped, "skipped_paths": list(self.skipped)}  # all ranks'
         if self.dist.enabled:  # per-rank streams and data positions, for an exact resume
             state["rng_ranks"] = gather_objects(state["rng"], self.dist)
             state["loader_ranks"] = gather_objects(state["loader"], self.dist)
@@ -114,7 +128,7 @@ class Trainer:
         self.load_rng(state)
         nonfinite = state.get("nonfinite", {})  # absent in checkpoints of older versions
         self.nonfinite_total, self.nonfinite_run = int(nonfinite.get("total", 0)), int(nonfinite.get("run", 0))
-        self.loader.skipped_count = int(state.get("skipped_images", 0)) if self.dist.is_main else 0  # summed in logs
+        self.skipped = dict.fromkeys(state.get("skipped_paths", []))  # older checkpoints saved a count only
 
     def load_rng(self, state: dict) -> None:
         """This rank's saved RNG state; a run resumed at another world size gets fresh per-rank streams."""
@@ -126,6 +140,23 @@ class Trainer:
         else:
             seed_everything(self.tc.seed + self.dist.rank + self.dist.world_size * int(state["step"]))
 
+    def sync_skipped(self) -> int:
+        """The number of distinct unreadable files skipped so far by all ranks (a collective: every
+        rank calls it at the same points; objects are gathered only when some rank met a new file)."""
+        new = self.loader.skipped_paths[self.skipped_shared:]
+        self.skipped_shared += len(new)
+        if sum_over_ranks(len(new), self.dist, self.device):
+            for paths in gather_objects(new, self.dist):
+                self.skipped.update(dict.fromkeys(paths))
+        return len(self.skipped)
+
+    def config_record(self) -> dict:
+        """config.json: the run config, with the record of the changes allowed on resume if any."""
+        config = to_dict(self.config)
+        if self.resumed_changes:
+            config[RESUMED_CHANGES] = self.resumed_changes
+        return config
+
     def save(self) -> Path | None:
         """Write the checkpoint of the current step (rank 0; the others wait). Returns its folder
         (None on the other ranks)."""
@@ -134,7 +165,7 @@ class Trainer:
         folder = None
         if self.dist.is_main:
             try:
-                folder = save_checkpoint(self.run_dir, self.step, self.model, to_dict(self.config), state,
+                folder = save_checkpoint(self.run_dir, self.step, self.model, self.config_record(), state,
                                          keep=self.tc.keep_checkpoints, weights=weights)
             except OSError as err:  # disk full, folder removed or made read-only under us, ...
                 raise CheckpointError(f"cannot write the checkpoint of step {self.step} under {self.run_dir}: "
@@ -142,18 +173,41 @@ class Trainer:
         barrier(self.dist)
         return folder
 
-    def resume(self) -> bool:
-        """Load RUN/checkpoints/latest if there is one; returns whether it did."""
-        ckpt = latest_checkpoint(self.run_dir, need_state=True)
-        if ckpt is None:
-            return False
+    def resume(self, allow_change=()) -> bool:
+        """Continue from the run's latest resumable checkpoint (ConfigError when there is none);
+        returns False, having said so, when it is at train.steps already: nothing left to train.
+        allow_change: recipe keys that may differ from the checkpoint's (see resume_check)."""
+        allow_change = allowed_keys(allow_change)
+        ckpt = resumable_checkpoint(self.run_dir)
         try:
             load_weights(self.model, ckpt, load=(lambda sd: load_full_weights(self.model, sd)) if self.sharded else None)
         except CheckpointError:
             self.name_model_difference(read_config(ckpt), ckpt)
             raise
-        self.load_state_dict(load_trainer_state(ckpt))
+        state = load_trainer_state(ckpt)
+        step = int(state["step"])
+        if step >= self.tc.steps:
+            if self.dist.is_main:
+                print(nothing_to_do(self.run_dir, step, self.tc.steps), flush=True)
+            return False
+        saved = read_config(ckpt)
+        changes = check_recipe(saved, self.config, allow_change, step, ckpt)
+        changes += self.check_peak_lr(state, allow_change, ckpt)
+        self.resumed_changes = recorded_changes(saved) + changes
+        self.load_state_dict(state)
         return True
+
+    def check_peak_lr(self, state: dict, allow_change, ckpt: Path) -> list[dict]:
+        """Keep the saved peak lr, or this run's where a key that makes it may change (its change
+        record then); ConfigError otherwise (see resume_check.check_peak_lr)."""
+        if "peak_lr" not in state:  # checkpoints of older versions
+            return []
+        saved = float(state["peak_lr"])
+        changes = check_peak_lr(saved, self.peak_lr, self.effective_batch, self.dist.world_size, allow_change,
+                                int(state["step"]), ckpt)
+        if not changes:
+            self.peak_lr = saved  # the very float the run was using
+        return changes
 
     def name_model_difference(self, saved: dict, ckpt: Path) -> None:
         """CheckpointError naming the model settings that differ between `ckpt` and this run
@@ -230,14 +284,16 @@ class Trainer:
                 "set optim.clip_grad or check the data, then resume with --resume")
         return None
 
-    def fit(self, resume: bool = False, stop_at: int | None = None) -> dict[str, float]:
-        """Train until config.train.steps (or `stop_at`, checkpointing there). Returns the last logs."""
+    def fit(self, resume: bool = False, stop_at: int | None = None, allow_change=()) -> dict[str, float]:
+        """Train until config.train.steps (or `stop_at`, checkpointing there). Returns the last logs
+        ({} when a resumed run had nothing left to do). allow_change: see `resume`."""
         check_writable_dir(self.run_dir, "train.out_dir")
+        if resume and not self.resume(allow_change):
+            return {}
         if not resume:  # rank 0 clears; the others only refuse, so every rank raises alike
             if self.dist.is_main or not self.tc.overwrite:
                 refuse_or_clear_old_run(self.run_dir, self.tc.overwrite and self.dist.is_main)
             barrier(self.dist)
-        resumed = self.resume() if resume else False
         end = min(self.tc.steps, stop_at) if stop_at is not None else self.tc.steps
         created = not self.run_dir.exists()
         try:
@@ -245,7 +301,7 @@ class Trainer:
         except OSError as err:
             raise ConfigError(f"train.out_dir={self.run_dir} cannot be created: {err.strerror or err}") from None
         try:
-            return self.loop(end, resumed)
+            return self.loop(end, resume)
         except Exception:
             # a fresh run that fails before its first checkpoint leaves no half-made run folder
             if created and self.dist.is_main and latest_checkpoint(self.run_dir) is None:
@@ -276,7 +332,7 @@ class Trainer:
                     last.setdefault("lr", self.lr_at(self.step - 1))  # a window of skipped steps only
                     last["images_per_s"] = window_steps * self.effective_batch / max(elapsed, 1e-9)
                     last = mean_over_ranks(last, self.dist, self.device)
-                    skipped = sum_over_ranks(self.loader.skipped_count, self.dist, self.device)
+                    skipped = self.sync_skipped()
                     if skipped:
                         last["skipped_images"] = skipped
                     if self.nonfinite_total:
@@ -299,5 +355,5 @@ class Trainer:
             bar.close()
             if log is not None:
                 log.close()
-                write_skipped(self.run_dir, self.loader.skipped_paths, resumed)
+                write_skipped(self.run_dir, [*self.skipped, *self.loader.skipped_paths], resumed)
         return last
