@@ -1,12 +1,16 @@
 """`train(config)`: build the data, model and Trainer a RunConfig describes and run it."""
 import dataclasses
+import os
 from pathlib import Path
 
 import torch
 
 from .config import RunConfig
 from .data import build_augment, build_dataset
+from .data.collate import SkippedItem
+from .data.statistics import pixel_statistics_of
 from .engine.checkpoint import load_weights, read_config, resolve_checkpoint
+from .engine.resume_check import fill_from_saved, resumable_checkpoint
 from .engine.trainer import Trainer
 from .errors import CheckpointError, ConfigError, DataError
 from .methods import build_model
@@ -20,11 +24,26 @@ def build_callbacks(model, config: RunConfig, dataset) -> list:
         return []
     if hasattr(model, "token_logits"):
         return [SampleGridCallback(config.train.picture_every, seed=config.train.seed)]
-    if not hasattr(model, "reconstruct") or "images" not in dataset[0]:
+    if not hasattr(model, "reconstruct"):
         return []
-    n = min(8, len(dataset))
-    images = torch.stack([dataset[i]["images"] for i in range(n)])
+    items = readable_items(dataset, 8)
+    if not items or "images" not in items[0]:  # nothing readable near the start, or no images (tokens)
+        return []
+    images = torch.stack([item["images"] for item in items])
     return [ReconstructionCallback(images, config.train.picture_every, seed=config.train.seed)]
+
+
+def readable_items(dataset, count: int, scan: int = 64) -> list:
+    """The first `count` items among the first `scan` of `dataset` that are not unreadable files
+    skipped by data.on_error=skip (SkippedItem); fewer when fewer are readable."""
+    items = []
+    for index in range(min(scan, len(dataset))):
+        item = dataset[index]
+        if not isinstance(item, SkippedItem):
+            items.append(item)
+            if len(items) == count:
+                break
+    return items
 
 
 def resolve_tokenizer(config: RunConfig) -> tuple[RunConfig, Path | None]:
@@ -80,23 +99,53 @@ def resolve_teacher(config: RunConfig):
     return dataclasses.replace(config, model=dataclasses.replace(model, teacher_dim=dim)), teacher
 
 
-def train(config: RunConfig, resume: bool = False) -> Path:
-    """Pretrain the model `config` describes; returns the run folder."""
+def train(config: RunConfig, resume: bool = False, allow_change=()) -> Path:
+    """Pretrain the model `config` describes; returns the run folder.
+
+    resume: continue the run folder's latest checkpoint, by the rules of mimkit.engine.resume_check
+    (refused without one; a no-op when it is at train.steps; the recipe must be the saved one).
+    allow_change: with resume, the recipe keys that may differ from the checkpoint's (e.g. "optim.blr").
+    """
+    if allow_change and not resume:
+        raise ConfigError("--allow-change only applies to a resumed run (--resume)")
+    ckpt = resumable_checkpoint(config.train.out_dir) if resume else None
     config, tokenizer_ckpt = resolve_tokenizer(config)
     config, teacher = resolve_teacher(config)
+    if ckpt is not None:  # fields filled in at the run's start keep their saved values
+        config = fill_from_saved(config, read_config(ckpt))
+    dataset = build_dataset(config.data, channels=image_channels(config),
+                            min_side=getattr(config.model, "patch_size", None) or 1)
+    config = measure_pixel_statistics(config, dataset)
     torch.manual_seed(config.train.seed)  # the model's init is part of the seeded run
     model = build_model(config.method, config.model)
     if tokenizer_ckpt is not None:
         load_weights(model.tokenizer, tokenizer_ckpt)
     if teacher is not None:
         model.attach_teacher(teacher)  # frozen, outside the state dict
-    dataset = build_dataset(config.data, channels=image_channels(config),
-                            min_side=getattr(config.model, "patch_size", None) or 1)
     check_token_cache(model, dataset)
     augment = None if isinstance(dataset, TokenCacheDataset) else build_augment(config.data)
     trainer = Trainer(model, config, dataset, augment=augment, callbacks=build_callbacks(model, config, dataset))
-    trainer.fit(resume=resume)
+    trainer.fit(resume=resume, allow_change=allow_change)
     return trainer.run_dir
+
+
+def measure_pixel_statistics(config: RunConfig, dataset) -> RunConfig:
+    """For pixel models whose config leaves pixel_mean and pixel_std empty: the run config with both
+    measured on a seeded sample of the run's own images (stored in config.json with the run); a
+    resumed run has them from its checkpoint already. Set only one of the two is a ConfigError."""
+    model = config.model
+    if not hasattr(model, "pixel_mean"):
+        return config
+    if bool(model.pixel_mean) != bool(model.pixel_std):
+        raise ConfigError("set both model.pixel_mean and model.pixel_std, or neither (both are then measured "
+                          "on the run's images)")
+    if model.pixel_mean:
+        return config
+    mean, std, count = pixel_statistics_of(dataset, seed=config.train.seed)
+    if os.environ.get("RANK", "0") == "0":  # every torchrun rank measures the same; one says so
+        print(f"pixel statistics of {getattr(dataset, 'source', config.data.name)} measured on {count} images: "
+              f"model.pixel_mean={list(mean)} model.pixel_std={list(std)}", flush=True)
+    return dataclasses.replace(config, model=dataclasses.replace(model, pixel_mean=mean, pixel_std=std))
 
 
 def image_channels(config: RunConfig) -> int:

@@ -29,6 +29,7 @@ from mimkit.data import ResumableLoader, build_augment, build_dataset
 from mimkit.engine.optim import build_adamw, scaled_lr, warmup_cosine
 from mimkit.engine.rng import seed_everything
 from mimkit.methods import build_model
+from mimkit.train import measure_pixel_statistics
 from cli_child import run_cli  # tests/cli_child.py
 
 torch.optim.AdamW(torch.nn.Linear(1, 1).parameters())  # first construction imports torch._dynamo: before forking
@@ -84,6 +85,7 @@ def one_step_by_hand(argv: list[str]):
     config = load_config(argv[1], argv[2:])
     batch_size, accum = config.train.batch_size, config.train.accum_steps
     dataset = build_dataset(config.data, channels=config.model.in_chans, min_side=config.model.patch_size)
+    config = measure_pixel_statistics(config, dataset)  # as train() does on every rank
     augment = build_augment(config.data)
     torch.manual_seed(config.train.seed)
     model = build_model(config.method, config.model).train()

@@ -87,5 +87,5 @@ def test_cli_lists_the_reproductions_and_refuses_unknown_names(capsys):
     with pytest.raises(SystemExit) as exit_info:  # a usage error of argparse's, on parsing
         main(["repro", "revcol-memory", "--quick", "--threads", "-1"])
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "argument --threads: expected an integer >= 0" in err
+    assert exit_info.value.code == 2 and "argument --threads: expected an integer in [0, 1024]" in err
     assert len(err.strip().splitlines()) == 1

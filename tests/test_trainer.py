@@ -88,7 +88,9 @@ def test_resume_reproduces_the_uninterrupted_losses(tmp_path):
     torch.manual_seed(part.train.seed)
     from mimkit.data import build_augment, build_dataset
     from mimkit.methods import build_model
-    from mimkit.train import build_callbacks
+    from mimkit.train import build_callbacks, measure_pixel_statistics
+
+    part = measure_pixel_statistics(part, build_dataset(part.data, channels=1))  # as train() does
 
     def make_trainer():
         torch.manual_seed(part.train.seed)
@@ -114,7 +116,12 @@ def test_checkpoint_round_trip_and_pruning(tmp_path):
     kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))
     assert kept == ["step_00000004", "step_00000006"]
     model, loaded_config = load_model(tmp_path)
-    assert loaded_config == config
+    # the saved config is the run's, with the pixel statistics train() measured on the digits
+    from mimkit.data import build_dataset
+    from mimkit.train import measure_pixel_statistics
+
+    assert loaded_config == measure_pixel_statistics(config, build_dataset(config.data, channels=1))
+    assert len(loaded_config.model.pixel_mean) == 1 and 0.2 < loaded_config.model.pixel_mean[0] < 0.4
     x = torch.rand(2, 1, 8, 8)
     noise = torch.rand(2, 16)
     model2, _ = load_model(tmp_path / "checkpoints" / "step_00000006" / "model.safetensors")

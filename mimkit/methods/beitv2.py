@@ -321,8 +321,7 @@ def fmnist_recipe(steps: int = 1000, batch_size: int = 64, lr: float = 1e-3, **m
     sized for ~20 minutes on one busy CPU thread (< 1 epoch): no drop path on so short a run."""
     base = {"tokenizer": "runs/vqkd_fmnist", "img_size": 28, "patch_size": 4, "in_chans": 1, "embed_dim": 128,
             "depth": 4, "num_heads": 4, "early_layers": 3, "head_layers": 2, "mask_ratio": 0.4,
-            "min_mask_patches": 4, "layer_scale": 0.1, "drop_path": 0.0, "pixel_mean": [0.2860],
-            "pixel_std": [0.3530]}
+            "min_mask_patches": 4, "layer_scale": 0.1, "drop_path": 0.0}
     return {
         "method": "beitv2",
         "model": base | model,

@@ -24,8 +24,8 @@ NORMS = ("batch", "group")
 @dataclass
 class ClassifierConfig:
     """Architecture and objective of a Classifier. Images enter in [0, 1] and are normalised with
-    pixel_mean / pixel_std (see mimkit.methods.pixel_statistics: empty = ImageNet's for 3
-    channels, 0.5 / 0.5 otherwise).
+    pixel_mean / pixel_std (see mimkit.methods.pixel_statistics: empty = measured on the run's
+    images when training starts).
 
     widths: channels of each stage (one 2x pool between consecutive stages).
     norm: "batch" (BatchNorm2d) or "group" (GroupNorm with `groups` groups; batch-size independent).
@@ -152,7 +152,7 @@ def fmnist_recipe(steps: int, batch_size: int = 128, lr: float = 4e-3, **model) 
     """A 28 px grey classifier for Fashion-MNIST on a CPU: horizontal flips only (the crop covers the
     whole image: in short runs, crops cost accuracy), AdamW with a 5% warmup then cosine decay."""
     base = {"img_size": 28, "in_chans": 1, "num_classes": 10, "widths": [24, 48, 96, 192], "blocks_per_stage": 1,
-            "norm": "batch", "dropout": 0.2, "label_smoothing": 0.0, "pixel_mean": [0.2860], "pixel_std": [0.3530]}
+            "norm": "batch", "dropout": 0.2, "label_smoothing": 0.0}
     base.update(model)
     return {
         "method": "classifier",

@@ -24,8 +24,8 @@ from .vit_checks import check_mask_ratio, check_patch_grid, check_width_heads
 @dataclass
 class MAEConfig:
     """Architecture and objective of an MAE. Images enter in [0, 1] and are normalised with
-    pixel_mean / pixel_std (one value per channel, or one value for all; empty = ImageNet's
-    statistics for 3 channels, 0.5 / 0.5 otherwise).
+    pixel_mean / pixel_std (one value per channel, or one value for all; empty = measured on the
+    run's own images when `mimkit.train` starts a run, see mimkit.methods.pixel_statistics).
 
     mask_type: which patches training hides (mimkit.nn.mask_noise): "random" (the paper's
     default), "block" (BEiT-style rectangles, min area 16 patches of 196 scaled to the grid) or
@@ -249,7 +249,7 @@ def cpu_recipe(steps: int, batch_size: int = 256, blr: float = 1.5e-4, warmup_st
     """A grey 28 px MAE for Fashion-MNIST on a laptop CPU (patch 4 -> 7x7 = 49 patches)."""
     base = {"img_size": 28, "patch_size": 4, "in_chans": 1, "embed_dim": 192, "depth": 6, "num_heads": 3,
             "decoder_embed_dim": 128, "decoder_depth": 2, "decoder_num_heads": 4, "norm_pix_loss": True,
-            "mask_ratio": 0.75, "pixel_mean": [0.2860], "pixel_std": [0.3530]}
+            "mask_ratio": 0.75}
     base.update(model)
     return {
         "method": "mae",

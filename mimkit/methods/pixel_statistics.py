@@ -1,8 +1,11 @@
 """How pixel models normalise their [0, 1] input: per-channel mean / std from the config.
 
-A config with `in_chans`, `pixel_mean` and `pixel_std` (one value per channel, one for all, or
-empty = ImageNet's statistics for 3 channels and 0.5 / 0.5 otherwise) is checked by
-`check_pixel_statistics` and turned into non-persistent buffers by `register_pixel_statistics`.
+A config with `in_chans`, `pixel_mean` and `pixel_std` (one value per channel, or one for all) is
+checked by `check_pixel_statistics` and turned into non-persistent buffers by
+`register_pixel_statistics`. Empty values are measured on the run's own images when a training run
+starts (`mimkit.train.measure_pixel_statistics`, stored in the run's config.json), so no preset
+carries another dataset's statistics; a model built directly from an empty config (no data at
+hand) falls back to ImageNet's statistics for 3 channels and 0.5 / 0.5 otherwise.
 """
 import torch
 from torch import nn

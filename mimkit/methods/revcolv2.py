@@ -224,7 +224,7 @@ def fmnist_recipe(steps: int, batch_size: int = 32, blr: float = 8e-3, warmup_st
     recomputation (see benchmarks/revcol_memory.py); reversible=true trains the same function."""
     base = {"img_size": 28, "patch_size": 4, "in_chans": 1, "embed_dim": 128, "num_heads": 4, "n_levels": 4,
             "level_depth": 1, "encoder_columns": 2, "decoder_columns": 2, "mask_ratio": 0.75,
-            "norm_pix_loss": True, "pixel_mean": [0.2860], "pixel_std": [0.3530], "reversible": False}
+            "norm_pix_loss": True, "reversible": False}
     base.update(model)
     return {
         "method": "revcolv2",
