@@ -1,58 +1,17 @@
-"""Typed run configuration: presets, YAML files and `key=value` overrides, checked strictly.
+"""Typed run configuration from presets, YAML files and `key=value` overrides, checked strictly.
 
-A run is `RunConfig(method, model, data, optim, train)`; `model` is the method's own config
-dataclass. Every unknown or ill-typed key raises ConfigError naming the key and the valid ones.
+A run is `RunConfig(method, model, data, optim, train)` (defined with the method table in
+mimkit.registry); `model` is the method's own config dataclass. Every unknown or ill-typed key
+raises ConfigError naming the key and the valid ones.
 """
-import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .config_schema import coerce, from_dict, to_dict  # noqa: F401 (re-exported)
-from .data.config import DataConfig
-from .engine.config import OptimConfig, TrainConfig
 from .errors import ConfigError
-
-
-@dataclass
-class RunConfig:
-    """Everything a training run needs; `config.json` of a checkpoint is `to_dict` of this."""
-
-    method: str = "mae"
-    model: Any = None
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
-# config.json of a resumed run may also hold the record of the changes allowed on resume
-# (mimkit.engine.resume_check); it describes the run's history, not its config
-RESUMED_CHANGES = "resumed_changes"
-
-
-def run_config_from_dict(values: dict) -> RunConfig:
-    """A nested dict (preset, YAML, config.json) -> RunConfig with the method's model config
-    (a config.json's RESUMED_CHANGES record is accepted and left out)."""
-    from .methods import method_entry
-
-    if not isinstance(values, dict):
-        raise ConfigError(f"a run config must be a mapping, got {type(values).__name__}")
-    unknown = set(values) - {f.name for f in dataclasses.fields(RunConfig)} - {RESUMED_CHANGES}
-    if unknown:
-        raise ConfigError(f"unknown key {sorted(unknown)[0]!r}; valid keys: method, model, data, optim, train")
-    method = values.get("method", "mae")
-    if not isinstance(method, str):
-        raise ConfigError(f"method must be a method name (a string), got {method!r}")
-    entry = method_entry(method)
-    return RunConfig(
-        method=method,
-        model=from_dict(entry.config_class, values.get("model", {}) or {}, "model"),
-        data=from_dict(DataConfig, values.get("data", {}) or {}, "data"),
-        optim=from_dict(OptimConfig, values.get("optim", {}) or {}, "optim"),
-        train=from_dict(TrainConfig, values.get("train", {}) or {}, "train"),
-    )
+from .registry import RESUMED_CHANGES, RunConfig, run_config_from_dict  # noqa: F401 (re-exported)
 
 
 def check_image_size(config: RunConfig) -> None:

@@ -12,6 +12,16 @@ from typing import Any
 from .errors import ConfigError
 
 
+SCALARS = {  # type -> (accepts a YAML/JSON value, converts it, what the error says the value must be)
+    bool: (lambda v: isinstance(v, bool), bool, "true or false"),
+    int: (lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
+          int, "an integer"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), float, "a number"),
+    str: (lambda v: isinstance(v, str), str, "a string"),
+    dict: (lambda v: isinstance(v, dict), dict, "a mapping"),
+}
+
+
 def coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert a YAML/JSON value to the annotated type `tp`, or raise ConfigError naming `key`."""
     origin = typing.get_origin(tp)
@@ -39,28 +49,12 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         return tuple(coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if tp is Any:
         return value
-    if tp is dict or origin is dict:
-        if isinstance(value, dict):
-            return dict(value)
-        raise ConfigError(f"{key} must be a mapping, got {value!r}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key} must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key} must be a string, got {value!r}")
+    scalar = SCALARS.get(dict if origin is dict else tp)
+    if scalar is not None:
+        accepts, convert, what = scalar
+        if accepts(value):
+            return convert(value)
+        raise ConfigError(f"{key} must be {what}, got {value!r}")
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
     raise ConfigError(f"{key}: unsupported type {tp}")

@@ -2,35 +2,24 @@
 
 Each method module holds PRESETS (name -> the config tree `mimkit train NAME` starts from) and,
 beside it, DESCRIPTIONS (name -> one line: the paper recipe it follows, or which CPU-sized run it
-is and what it measured). The descriptions stay out of the config trees, which
-`mimkit.config.run_config_from_dict` checks strictly.
+is and what it measured); both are registered with the method (mimkit.registry.register_method,
+which refuses a preset without a description). The descriptions stay out of the config trees,
+which `run_config_from_dict` checks strictly.
 """
 import copy
-import importlib
 
 from .errors import ConfigError
+from .registry import method_registry
 
 
 def all_presets() -> dict[str, dict]:
     """preset name -> nested config dict (method, model, data, optim, train)."""
-    from .methods import method_registry
-
-    table = {}
-    for entry in method_registry().values():
-        table.update(entry.presets)
-    return table
+    return {name: tree for entry in method_registry().values() for name, tree in entry.presets.items()}
 
 
 def preset_descriptions() -> dict[str, str]:
-    """preset name -> its one-line description, from the DESCRIPTIONS dict beside each registered
-    method's PRESETS (a module without one contributes nothing)."""
-    from .methods import method_registry
-
-    table = {}
-    for entry in method_registry().values():
-        module = importlib.import_module(entry.config_class.__module__)
-        table.update(getattr(module, "DESCRIPTIONS", {}))
-    return table
+    """preset name -> its one-line description."""
+    return {name: text for entry in method_registry().values() for name, text in entry.descriptions.items()}
 
 
 def preset_dict(name: str) -> dict:

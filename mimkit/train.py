@@ -5,16 +5,15 @@ from pathlib import Path
 
 import torch
 
-from .config import RunConfig
 from .data import build_augment, build_dataset
 from .data.collate import SkippedItem
 from .data.statistics import pixel_statistics_of
-from .engine.checkpoint import load_weights, read_config, resolve_checkpoint
 from .engine.resume_check import fill_from_saved, resumable_checkpoint
 from .engine.trainer import Trainer
 from .errors import CheckpointError, ConfigError, DataError
-from .methods import build_model
+from .files.checkpoint_folder import load_weights, read_config, resolve_checkpoint
 from .pictures import ReconstructionCallback, SampleGridCallback
+from .registry import RunConfig, build_model, method_entry
 from .tokenizers import TokenCacheDataset
 
 
@@ -22,9 +21,9 @@ def build_callbacks(model, config: RunConfig, dataset) -> list:
     """Periodic pictures: sample grids of token models, reconstructions of methods that draw them."""
     if not config.train.picture_every:
         return []
-    if hasattr(model, "token_logits"):
+    if model.generates:
         return [SampleGridCallback(config.train.picture_every, seed=config.train.seed)]
-    if not hasattr(model, "reconstruct"):
+    if not model.reconstructs_pixels:
         return []
     items = readable_items(dataset, 8)
     if not items or "images" not in items[0]:  # nothing readable near the start, or no images (tokens)
@@ -50,7 +49,7 @@ def resolve_tokenizer(config: RunConfig) -> tuple[RunConfig, Path | None]:
     """For token models (a model config with `tokenizer`): the run config with the tokenizer
     checkpoint's {"method", "model"} copied into model.tokenizer_config, and that checkpoint."""
     model = config.model
-    if not hasattr(model, "tokenizer_config"):
+    if not method_entry(config.method).model_class.frozen_tokenizer:
         return config, None
     if not model.tokenizer:
         if model.tokenizer_config:  # e.g. a config.json of a token model: weights come from its checkpoint
@@ -73,7 +72,7 @@ def check_token_cache(model, dataset) -> None:
     """A token cache must come from the model's own tokenizer (same weights, same grid)."""
     if not isinstance(dataset, TokenCacheDataset):
         return
-    if not hasattr(model, "tokenizer"):
+    if not model.frozen_tokenizer:
         raise DataError(f"{dataset.cache_dir} is a token cache, but this method trains on images; "
                         "set data.name to an image source")
     expected = model.tokenizer.fingerprint()
@@ -86,10 +85,10 @@ def resolve_teacher(config: RunConfig):
     """For distilling tokenizers (a model config with `teacher_dim`, VQ-KD): the run config with
     model.teacher_dim read from the loaded frozen teacher, and that teacher (else None)."""
     model = config.model
-    if not hasattr(model, "teacher_dim"):
+    if not method_entry(config.method).model_class.distils_teacher:
         return config, None
     from .nn import to_pair
-    from .tokenizers.teacher import load_teacher
+    from .teacher_loading import load_teacher
 
     teacher = load_teacher(model.teacher, "model.teacher")
     _, dim = teacher.output_shape(model.in_chans, to_pair(model.img_size))
@@ -113,6 +112,7 @@ def train(config: RunConfig, resume: bool = False, allow_change=()) -> Path:
     config, teacher = resolve_teacher(config)
     if ckpt is not None:  # fields filled in at the run's start keep their saved values
         config = fill_from_saved(config, read_config(ckpt))
+    check_views(config)
     dataset = build_dataset(config.data, channels=image_channels(config),
                             min_side=getattr(config.model, "patch_size", None) or 1)
     config = measure_pixel_statistics(config, dataset)
@@ -134,7 +134,7 @@ def measure_pixel_statistics(config: RunConfig, dataset) -> RunConfig:
     measured on a seeded sample of the run's own images (stored in config.json with the run); a
     resumed run has them from its checkpoint already. Set only one of the two is a ConfigError."""
     model = config.model
-    if not hasattr(model, "pixel_mean"):
+    if not hasattr(model, "pixel_mean"):  # a config field, not a capability: token models have none
         return config
     if bool(model.pixel_mean) != bool(model.pixel_std):
         raise ConfigError("set both model.pixel_mean and model.pixel_std, or neither (both are then measured "
@@ -146,6 +146,14 @@ def measure_pixel_statistics(config: RunConfig, dataset) -> RunConfig:
         print(f"pixel statistics of {getattr(dataset, 'source', config.data.name)} measured on {count} images: "
               f"model.pixel_mean={list(mean)} model.pixel_std={list(std)}", flush=True)
     return dataclasses.replace(config, model=dataclasses.replace(model, pixel_mean=mean, pixel_std=std))
+
+
+def check_views(config: RunConfig) -> None:
+    """data.views must be the number of views per image the method trains on (its input_views)."""
+    views = method_entry(config.method).model_class.input_views(config.model)
+    if config.data.views != views:
+        raise ConfigError(f"this {config.method} model trains on {views} view(s) of every image but data.views="
+                          f"{config.data.views}; set data.views={views}")
 
 
 def image_channels(config: RunConfig) -> int:

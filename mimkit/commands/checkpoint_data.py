@@ -1,9 +1,5 @@
-"""What every command that reads a checkpoint and a dataset shares: its arguments and the data."""
-import json
-from dataclasses import replace
-from pathlib import Path
-
-from ..errors import ConfigError
+"""What every command that reads a checkpoint and a dataset shares: its arguments, turned into the
+library's EvalSources (mimkit.data.evaluation_data), and the lines it prints about the data."""
 
 
 def add_checkpoint_data_args(p) -> None:
@@ -34,132 +30,39 @@ def add_checkpoint_data_args(p) -> None:
     p.add_argument("--threads", type=thread_count, default=0, help="torch CPU threads (0 = torch's default)")
 
 
-def image_geometry(config) -> tuple[int, int]:
-    """(side, channels) of the images a run's model takes; a token model's are its tokenizer's."""
-    from ..nn import to_pair
+def eval_sources(args):
+    """The EvalSources the data options of a command name (options a command lacks keep their defaults)."""
+    from ..data.evaluation_data import EvalSources
 
-    model = config.model
-    if hasattr(model, "img_size"):
-        return to_pair(model.img_size)[0], model.in_chans
-    tokenizer = (getattr(model, "tokenizer_config", None) or {}).get("model", {})
-    if "img_size" in tokenizer:
-        return to_pair(tokenizer["img_size"])[0], int(tokenizer.get("in_chans", 3))
-    raise ConfigError(f"cannot tell the image size of this {config.method} model: its config names no img_size")
+    return EvalSources(data=getattr(args, "data", None), train_data=getattr(args, "train_data", None),
+                       test_data=getattr(args, "test_data", None), root=getattr(args, "data_root", "") or "",
+                       limit=getattr(args, "limit", 0), seed=getattr(args, "seed", 0),
+                       on_error=getattr(args, "on_error", None),
+                       convert_channels=getattr(args, "convert_channels", False))
 
 
-def image_source(data_name: str) -> str:
-    """The run's data name, or for a token cache the dataset its manifest says it was made from."""
-    manifest = Path(data_name).expanduser() / "manifest.json"
-    if not manifest.is_file():
-        return data_name
-    try:
-        source = str(json.loads(manifest.read_text()).get("source") or "")
-    except (OSError, ValueError):
-        source = ""
-    name = source.rsplit(":", 1)[0] if source.endswith((":train", ":test")) else source
-    if not name:
-        raise ConfigError(f"the run's data {data_name} is a token cache that does not name its images; pass --data")
-    return name
+def load_eval_data(args, config, split: str):
+    """The `split` dataset a command reads (mimkit.data.evaluation_data.eval_dataset)."""
+    from ..data.evaluation_data import eval_dataset
 
-
-def eval_data_config(args, config, split: str):
-    """(the DataConfig of `split`'s source, whether that source was named for this split alone)."""
-    from ..data.config import DataConfig
-
-    named = getattr(args, f"{split}_data", None)
-    if named is not None:
-        if not named.strip():
-            raise ConfigError(f"--{split}-data is empty; give a dataset name or path")
-        return replace(DataConfig(), name=named), True
-    data = getattr(args, "data", None)
-    return (config.data, False) if data is None else (replace(DataConfig(), name=data), False)
-
-
-def load_eval_data(args, config, split: str, classes: list[str] | None = None):
-    """The `split` ("train" / "test") dataset a command reads, at the model's size, un-augmented:
-    --train-data / --test-data (that source whole, or its own split), else that split of --data
-    (default: the run's images). A source without a test split is refused (mimkit.data.splits).
-    classes: the train data's class names, to number a test folder's classes alike."""
-    from ..data import build_dataset
-
-    base, named = eval_data_config(args, config, split)
-    option = f"--{split}-data" if named else "--data" if getattr(args, "data", None) is not None else "data.name"
-    size, channels = image_geometry(config)
-    own = base is config.data
-    data_cfg = replace(base, name=image_source(base.name), split=split, augment=False, limit=getattr(args, "limit", 0),
-                       limit_seed=getattr(args, "seed", 0), image_size=size, views=1,
-                       root=getattr(args, "data_root", "") or base.root,
-                       on_error=getattr(args, "on_error", None) or (base.on_error if own else "raise"),
-                       convert_channels=getattr(args, "convert_channels", False) or (own and base.convert_channels))
-    return build_dataset(data_cfg, channels=channels, split=split, whole=named, classes=classes, key=option)
-
-
-def load_eval_splits(args, config):
-    """(train, test) datasets for a command that trains on one and tests on the other; DataError
-    when they hold the same images."""
-    train = load_eval_data(args, config, "train")
-    test = load_eval_data(args, config, "test", classes=getattr(train, "classes", None))
-    check_disjoint(train, test)
-    return train, test
-
-
-def check_disjoint(train, test) -> None:
-    """DataError when the test data is (or shares image files with) the train data, however the
-    paths were written (relative, with '..', through a symlink)."""
-    import os
-
-    from ..errors import DataError
-
-    files = {os.path.realpath(f) for f in getattr(train, "files", ())}
-    shared = [f for f in getattr(test, "files", ()) if os.path.realpath(f) in files]
-    if shared:
-        raise DataError(f"{len(shared)} of the {len(test)} test images are also train images (e.g. {shared[0]}); "
-                        "give test data that is not part of the train data")
-    identity = getattr(train, "identity", None)
-    if not files and identity is not None and identity == getattr(test, "identity", None):
-        raise DataError(f"the train and the test data are both {train.source}; give test data of its own "
-                        "(--test-data PATH)")
+    return eval_dataset(config, split, eval_sources(args))
 
 
 def load_labelled_splits(args, config, what: str):
-    """(train, test) for a command that needs labels (`what`, e.g. "the probes"): refused before any
-    work when unlabelled or when the classes do not fit; prints what each split is."""
-    from ..data.labels import check_class_coverage, require_labels
+    """(train, test) for a command that needs labels, printing what each split holds."""
+    from ..data.evaluation_data import labelled_eval_splits
     from ..data.summary import describe_dataset
 
-    train, test = load_eval_splits(args, config)
-    train_labels, test_labels = require_labels(train, "train", what), require_labels(test, "test", what)
-    check_class_coverage(train_labels, test_labels, train.source, test.source)
-    seed = getattr(args, "seed", 0)
-    print(f"train data   {describe_dataset(train, seed)}")
-    print(f"test data    {describe_dataset(test, seed)}", flush=True)
+    train, test = labelled_eval_splits(config, eval_sources(args), what)
+    print(f"train data   {describe_dataset(train, args.seed)}")
+    print(f"test data    {describe_dataset(test, args.seed)}", flush=True)
     return train, test
 
 
 def report_skipped(*datasets) -> None:
     """Print how many distinct unreadable files the datasets skipped (--on-error skip), and the first."""
-    skipped = list(dict.fromkeys(path for d in datasets for path in getattr(d, "skipped", ())))
+    from ..data.evaluation_data import skipped_files
+
+    skipped = skipped_files(*datasets)
     if skipped:
         print(f"skipped {len(skipped)} unreadable image file(s) (--on-error skip), e.g. {skipped[0]}")
-
-
-def random_readable_items(data, n: int, seed: int) -> list[dict]:
-    """Up to n items of a seeded random draw from `data`, passing over files an on_error="skip"
-    dataset could not read (noted in data.skipped); DataError when none is readable."""
-    import torch
-
-    from ..data.collate import SkippedItem, note_skipped
-    from ..errors import DataError
-
-    items = []
-    for i in torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).tolist():
-        item = data[i]
-        if isinstance(item, SkippedItem):
-            note_skipped(data, [item.path])
-            continue
-        items.append(item)
-        if len(items) == n:
-            break
-    if not items:
-        raise DataError(f"no image of {getattr(data, 'source', 'the data')} could be read; check the data")
-    return items

@@ -5,7 +5,7 @@
 def run(args) -> None:
     from ..errors import ConfigError
     from ..hub.converters import format_table, get_converter
-    from ..hub.files import load_state_dict_file, save_state_dict_file
+    from ..files.state_dicts import load_state_dict_file, save_state_dict_file
 
     if args.list or not args.name:
         print(format_table())

@@ -8,12 +8,13 @@ def run(args) -> None:
     import torch
 
     from ..data.summary import describe_dataset
-    from ..engine.checkpoint import load_model
+    from ..registry import load_model
     from ..errors import MimkitError
     from ..eval import evaluate_tokenizer
+    from ..teacher_loading import attach_teacher_if_available
 
     model, config = load_model(args.checkpoint)
-    if not all(hasattr(model, name) for name in ("encode", "codebook_size")):
+    if not model.is_tokenizer:
         raise MimkitError(f"{args.checkpoint} is a {config.method} checkpoint, not an image tokenizer with "
                           f"encode (e.g. vqgan, vqkd); use `mimkit eval linear|knn|probes` for encoders")
     note = attach_teacher_if_available(model, config)
@@ -27,16 +28,3 @@ def run(args) -> None:
     if note:
         print(note)
 
-
-def attach_teacher_if_available(model, config) -> str:
-    """For a distilled tokenizer (VQ-KD): attach its model.teacher when it loads; else a note why not."""
-    if not hasattr(model, "attach_teacher"):
-        return ""
-    from ..errors import ConfigError
-    from ..tokenizers.teacher import load_teacher
-
-    try:
-        model.attach_teacher(load_teacher(config.model.teacher))
-    except ConfigError as err:
-        return f"teacher cos  not measured: {err}"
-    return ""

@@ -24,75 +24,60 @@ def run(args) -> None:
 
     import torch
 
-    from ..engine.checkpoint import load_model
+    from ..registry import load_model
     from ..errors import MimkitError
+    from ..eval.comparison import compare_with_random_init, format_comparison_table
+    from ..eval.protocols import make_protocol
     from ..eval.report import random_init_like
 
     model, config = load_model(args.checkpoint)
     if not hasattr(model, "features"):
         raise MimkitError(f"{args.checkpoint} is a {config.method} checkpoint without encoder features to probe; "
                           f"for a tokenizer use `mimkit eval tokenizer {args.checkpoint}`")
+    protocol = make_protocol(args.protocol, **protocol_options(args))
     train_set, test_set = load_labelled_splits(args, config, f"eval {args.protocol}")
     torch.manual_seed(args.seed)
     random_model = random_init_like(model, config, seed=args.seed)
-    pool = args.pool or ("mean" if args.protocol == "finetune" else "cls")
-    pools = ("cls", "mean") if pool == "both" else (pool,)
-    print(protocol_table(args, model, random_model, train_set, test_set, config.method, pools))
+    pools = ("cls", "mean") if args.pool == "both" else None if args.pool is None else (args.pool,)
+    rows = compare_with_random_init(model, random_model, protocol, train_set, test_set, method=config.method,
+                                    pools=pools)
+    print(format_comparison_table(rows, protocol))
     report_skipped(train_set, test_set)
 
 
-def protocol_table(args, model, random_model, train_set, test_set, method: str, pools) -> str:
-    """The result table of a probe protocol (linear, knn, probes, fewshot, finetune, layerwise)."""
+def protocol_options(args) -> dict:
+    """The options of the probe protocol `args.protocol` (linear, knn, probes, fewshot, finetune,
+    layerwise) from the command line (mimkit.eval.protocols.make_protocol)."""
     if args.protocol == "finetune":
-        return finetune_table(args, model, random_model, train_set, test_set, method, pools)
+        return dict(trainable_blocks=args.trainable_blocks, epochs=args.epochs or 5, batch_size=args.batch_size,
+                    lr=args.lr, blr=args.blr, layer_decay=args.layer_decay, drop_path=args.drop_path,
+                    label_smoothing=args.label_smoothing, mixup=args.mixup, cutmix=args.cutmix, seed=args.seed)
     if args.protocol == "layerwise":
-        from ..eval.layerwise import compare_layerwise_with_random_init, format_layerwise_table
-
-        rows = compare_layerwise_with_random_init(model, random_model, train_set, test_set, method=method,
-                                                  pools=pools, batch_size=args.batch_size,
-                                                  linear_kwargs={"seed": args.seed, "epochs": args.epochs or 30})
-        return format_layerwise_table(rows)
+        return dict(batch_size=args.batch_size, linear_kwargs={"seed": args.seed, "epochs": args.epochs or 30})
     if args.protocol == "fewshot":
-        from ..eval.fewshot import compare_fewshot_with_random_init, format_fewshot_table
-
-        seeds = range(args.seed, args.seed + args.seeds)
-        rows = compare_fewshot_with_random_init(model, random_model, train_set, test_set, method=method,
-                                                pools=pools, shots=args.shots, seeds=seeds,
-                                                batch_size=args.batch_size)
-        return format_fewshot_table(rows)
-    from ..eval import compare_with_random_init, format_comparison_table
-
-    probes = ("linear", "knn") if args.protocol == "probes" else (args.protocol,)
-    rows = compare_with_random_init(model, random_model, train_set, test_set, method=method, pools=pools,
-                                    batch_size=args.batch_size, probes=probes, linear_kwargs={"seed": args.seed})
-    return format_comparison_table(rows)
+        return dict(shots=args.shots, seeds=range(args.seed, args.seed + args.seeds), batch_size=args.batch_size)
+    return dict(batch_size=args.batch_size, linear_kwargs={"seed": args.seed})
 
 
-def finetune_table(args, model, random_model, train_set, test_set, method: str, pools) -> str:
-    """`mimkit eval finetune`: one row per pool and --trainable-blocks value."""
-    from ..eval.finetune import compare_finetune_with_random_init, format_finetune_table
-
-    recipe = dict(epochs=args.epochs or 5, batch_size=args.batch_size, lr=args.lr, blr=args.blr,
-                  layer_decay=args.layer_decay, drop_path=args.drop_path, label_smoothing=args.label_smoothing,
-                  mixup=args.mixup, cutmix=args.cutmix, seed=args.seed)
-    rows = compare_finetune_with_random_init(model, random_model, train_set, test_set, method=method, pools=pools,
-                                             trainable_blocks=args.trainable_blocks, **recipe)
-    return format_finetune_table(rows)
+# What each protocol does, for `mimkit eval --help`.
+PROTOCOL_HELP = {
+    "linear|knn|probes": "frozen-feature evaluation on the train/test splits, printing top-1 of the pretrained "
+                         "encoder next to the same architecture at random init.",
+    "fewshot": "the same comparison with a logistic regression on --shots train images per class, mean and std "
+               "over --seeds draws.",
+    "finetune": "the same comparison after end-to-end fine-tuning (AdamW, layer-wise lr decay, warmup + cosine, "
+                "label smoothing, flips; optional mixup / cutmix / drop path); --trainable-blocks N trains only "
+                "the last N blocks + head (MAE Fig. 9).",
+    "layerwise": "a linear probe on the output of every block (0 = patch embedding).",
+    "tokenizer": "PSNR of decode(encode(x)), codebook usage and perplexity on --split.",
+    "generation": "FID, IS, precision/recall (and CAS) of a masked token model's samples against --split, "
+                  "through --feature-net.",
+}
 
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="probes of an encoder vs random init; a tokenizer's PSNR / usage; sample metrics",
-                       description="linear|knn|probes: frozen-feature evaluation on the train/test splits, printing "
-                                   "top-1 of the pretrained encoder next to the same architecture at random init. "
-                                   "fewshot: the same comparison with a logistic regression on --shots train images "
-                                   "per class, mean and std over --seeds draws. "
-                                   "finetune: the same comparison after end-to-end fine-tuning (AdamW, layer-wise lr "
-                                   "decay, warmup + cosine, label smoothing, flips; optional mixup / cutmix / drop "
-                                   "path); --trainable-blocks N trains only the last N blocks + head (MAE Fig. 9). "
-                                   "layerwise: a linear probe on the output of every block (0 = patch embedding). "
-                                   "tokenizer: PSNR of decode(encode(x)), codebook usage and perplexity on --split. "
-                                   "generation: FID, IS, precision/recall (and CAS) of a masked token model's samples "
-                                   "against --split, through --feature-net.")
+                       description=" ".join(f"{name}: {text}" for name, text in PROTOCOL_HELP.items()))
     p.add_argument("protocol", choices=["linear", "knn", "probes", "fewshot", "finetune", "layerwise", "tokenizer",
                                         "generation"],
                    help="probes = linear and knn; fewshot = logistic regression on k images per class; "

@@ -12,7 +12,7 @@ draw one row per test image: masked input | result | original.
 import math
 
 from .arguments import non_negative_int, picture_scale, positive_int, seed_int, thread_count
-from .checkpoint_data import add_checkpoint_data_args, load_eval_data, random_readable_items
+from .checkpoint_data import add_checkpoint_data_args, load_eval_data
 
 # ---------------------------------------------------------------- shared arguments
 
@@ -48,7 +48,7 @@ def build_sampler(args):
 
 def load_token_model(args):
     """(model, RunConfig) of the checkpoint; ConfigError when it is no masked token model."""
-    from ..engine.checkpoint import load_model
+    from ..registry import load_model
     from ..errors import ConfigError
     from ..generation import check_token_model
 
@@ -118,6 +118,7 @@ def draw_images(args, model, config):
     """(images (n, C, H, W) on the model's device, their labels (n,)) drawn with --seed."""
     import torch
 
+    from ..data.evaluation_data import random_readable_items
     from ..errors import ConfigError
 
     data = load_eval_data(args, config, args.split)

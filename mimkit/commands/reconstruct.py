@@ -1,7 +1,7 @@
 """`mimkit reconstruct CKPT --out grid.png`: one row per image, the columns the model draws
 (MAE: masked input | reconstruction | original; a tokenizer such as VQGAN: original | reconstruction)."""
 from .arguments import picture_scale, positive_int, unit_interval
-from .checkpoint_data import add_checkpoint_data_args, load_eval_data, random_readable_items, report_skipped
+from .checkpoint_data import add_checkpoint_data_args, load_eval_data, report_skipped
 
 
 def run(args) -> None:
@@ -9,15 +9,16 @@ def run(args) -> None:
 
     import torch
 
+    from ..data.evaluation_data import random_readable_items
     from ..data.summary import describe_dataset
-    from ..engine.checkpoint import load_model
+    from ..registry import load_model
     from ..errors import ConfigError, MimkitError
     from ..pictures import check_picture_path, image_grid, reconstruction_columns, save_grid
 
     check_picture_path(args.out)  # a bad --out fails before the model loads
 
     model, config = load_model(args.checkpoint)
-    if not hasattr(model, "reconstruct"):
+    if not model.reconstructs_pixels:
         raise MimkitError(f"{config.method} models draw no reconstructions")
     if args.mask_ratio is not None:
         if "mask_ratio" not in inspect.signature(model.reconstruct).parameters:

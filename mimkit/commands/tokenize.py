@@ -1,6 +1,6 @@
 """`mimkit tokenize CKPT --data NAME --out DIR`: pre-extract a tokenizer's codes into a token cache."""
 from .arguments import non_negative_int, positive_int
-from .checkpoint_data import add_checkpoint_data_args, eval_data_config, image_source, load_eval_data
+from .checkpoint_data import add_checkpoint_data_args, eval_sources, load_eval_data
 
 
 def parse_views(text: str) -> tuple[str, ...]:
@@ -8,8 +8,10 @@ def parse_views(text: str) -> tuple[str, ...]:
 
 
 def run(args) -> None:
+    from ..data.evaluation_data import image_source, split_source
     from ..data.summary import describe_dataset
-    from ..engine.checkpoint import load_model, resolve_checkpoint
+    from ..registry import load_model
+    from ..files.checkpoint_folder import resolve_checkpoint
     from ..errors import CheckpointError, ConfigError
     from ..tokenizers.cache import build_token_cache, cache_summary
 
@@ -21,8 +23,8 @@ def run(args) -> None:
                               "(it has no encode()); give a tokenizer checkpoint, e.g. a `mimkit train vqgan_...` run")
     dataset = load_eval_data(args, config, args.split)
     print(f"{args.split} data   {describe_dataset(dataset, args.seed)}", flush=True)
-    name = eval_data_config(args, config, args.split)[0].name
-    source = f"{image_source(name)}:{dataset.split}" if dataset.split else image_source(name)
+    name = image_source(split_source(config, args.split, eval_sources(args))[0].name)
+    source = f"{name}:{dataset.split}" if dataset.split else name
     out = build_token_cache(model, dataset, args.out, views=parse_views(args.views), crops=args.crops, seed=args.seed,
                             batch_size=args.batch_size, progress=not args.no_progress, source=source,
                             overwrite=args.overwrite)

@@ -13,7 +13,8 @@ from .decode import decode_image, pil_to_array
 from .factory import build_dataset
 from .folder import IMAGE_EXTENSIONS, ImageFolder
 from .idx import load_idx_images, read_idx
-from .loader import ResumableLoader, epoch_permutation
+from .loader import ResumableLoader
+from .permutation import epoch_permutation
 from .memory import InMemoryDataset
 from .resize import fit_square
 

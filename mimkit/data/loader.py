@@ -4,13 +4,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataError
 from .collate import collate_skipping
-
-
-def epoch_permutation(size: int, seed: int, epoch: int) -> torch.Tensor:
-    """The shuffled order of epoch `epoch`: randperm from a Generator seeded with (seed, epoch)."""
-    generator = torch.Generator()
-    generator.manual_seed(((seed & 0xFFFFFFFF) << 32) | (epoch & 0xFFFFFFFF))
-    return torch.randperm(size, generator=generator)
+from .permutation import epoch_permutation
+from .shards import StreamLoader, TarShards
 
 
 class ResumableLoader:
@@ -110,8 +105,6 @@ class ResumableLoader:
 def make_loader(dataset, batch_size: int, seed: int = 0, num_workers: int = 0, rank: int = 0, world_size: int = 1):
     """The batch iterator for `dataset`: a ResumableLoader over a map-style dataset, or a
     StreamLoader over tar shards (which then learn this process's rank and the run's seed)."""
-    from .shards import StreamLoader, TarShards
-
     if isinstance(dataset, TarShards):
         dataset.seed, dataset.rank, dataset.world_size = seed, rank, world_size
         return StreamLoader(dataset, batch_size, num_workers=num_workers)

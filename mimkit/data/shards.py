@@ -24,7 +24,7 @@ from ..errors import DataError
 from .collate import SkippedItem, collate_skipping
 from .decode import MAX_PIXELS, decode_image
 from .folder import IMAGE_EXTENSIONS
-from .loader import epoch_permutation
+from .permutation import epoch_permutation
 
 LABEL_EXTENSIONS = (".cls", ".label", ".target")
 BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")

@@ -20,9 +20,10 @@ accumulated over resumes; key "peak_lr" records a change of the computed peak le
 import math
 from pathlib import Path
 
-from ..config import RESUMED_CHANGES, RunConfig, from_dict, run_config_from_dict, to_dict
+from ..config_schema import from_dict, to_dict
+from ..registry import RESUMED_CHANGES, RunConfig, run_config_from_dict
 from ..errors import CheckpointError, ConfigError
-from .checkpoint import latest_checkpoint
+from ..files.checkpoint_folder import latest_checkpoint
 
 FREE_KEYS = frozenset({
     "train.out_dir", "train.progress", "train.threads", "train.log_every", "train.ckpt_every",

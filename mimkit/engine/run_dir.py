@@ -4,7 +4,9 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError
-from .checkpoint import discard, latest_checkpoint, write_text_atomic
+from .checkpoint import discard
+from ..files.checkpoint_folder import latest_checkpoint
+from ..files.atomic import write_text_atomic
 
 SKIPPED_FILE = "skipped_images.txt"  # RUN/skipped_images.txt: unreadable images skipped (data.on_error=skip)
 

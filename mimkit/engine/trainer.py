@@ -45,9 +45,11 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..config import RESUMED_CHANGES, RunConfig, to_dict
+from ..config_schema import to_dict
+from ..registry import RESUMED_CHANGES, RunConfig
 from ..errors import CheckpointError, ConfigError, TrainingError
-from .checkpoint import latest_checkpoint, load_trainer_state, load_weights, read_config, save_checkpoint
+from ..files.checkpoint_folder import latest_checkpoint, load_weights, read_config
+from .checkpoint import load_trainer_state, save_checkpoint
 from .device import autocast, pick_device
 from .distributed import (all_ranks_true, barrier, full_model_state, full_optimizer_state, gather_objects,
                           init_distributed, load_full_optimizer_state, load_full_weights, mean_over_ranks, rank_device,
@@ -82,6 +84,8 @@ class Trainer:
         self.device = rank_device(pick_device(self.tc.device), self.dist)
         self.model = model.to(self.device)
         self.augment = augment
+        contract = getattr(type(self.model), "input_views", None)  # a plain nn.Module sees one view
+        self.views = contract(config.model) if contract is not None else 1
         self.callbacks = list(callbacks)
         self.effective_batch = self.tc.batch_size * self.tc.accum_steps * self.dist.world_size  # global batch
         self.peak_lr = self.oc.lr or scaled_lr(self.oc.blr, self.effective_batch)
@@ -233,7 +237,7 @@ class Trainer:
         if self.augment is not None and "images" in batch:
             images = batch["images"]
             batch["images"] = self.augment(images)
-            if self.config.data.views == 2:  # a second, independent augmentation (MAGE-C)
+            if self.views == 2:  # a second, independent augmentation (e.g. MAGE-C)
                 batch["images_2"] = self.augment(images)
         return batch
 

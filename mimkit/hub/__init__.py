@@ -1,7 +1,5 @@
 """Floor 6 face: checkpoint files and converters from other projects' checkpoints.
 
-- files:        safe reading (safetensors, torch.load(weights_only=True) + argparse.Namespace) and
-                safetensors writing of state dicts; unwraps 'model' / 'state_dict' / 'module.'.
 - mae_official: facebookresearch/mae checkpoints -> mimkit MAE, with a report of what matched,
                 and the architecture read back from the weights.
 - vitmae:       transformers ViTMAE (v4 and v5 key schemes) <-> mimkit MAE keys and configs.
@@ -12,15 +10,16 @@
 - timm_vit:     MAE / MAGE encoders -> timm vit_* state dicts (and timm -> MAE encoder).
 - timm_beit:    BEiTv2 encoder <-> timm Beit (beitv2_* layout: per-block relative position tables).
 - converters:   the table of all of the above (`mimkit convert --list`).
-- pretrained:   save_pretrained / from_pretrained folders (safetensors + config.json + model card),
-                installed as methods on every registered model class.
+Safe reading of weight files lives at floor 0 (mimkit.files.state_dicts, re-exported here), and
+save_pretrained / from_pretrained with the method table (mimkit.registry, re-exported here; every
+model class also has them as methods, from mimkit.methods.base.Method).
 """
 from .beitv2_unilm import beitv2_to_unilm, load_unilm_beitv2, unilm_to_beitv2
 from .converters import Converter, converter_table, get_converter
-from .files import Checkpoint, load_state_dict_file, read_checkpoint, save_state_dict_file, strip_prefix
+from ..files.state_dicts import Checkpoint, load_state_dict_file, read_checkpoint, save_state_dict_file, strip_prefix
 from .mae_official import load_official_mae, mae_config_from_state_dict, mae_from_official
 from .mage_official import load_official_mage, mage_official_to_mimkit, mimkit_to_mage_official
-from .pretrained import PretrainedMixin, from_pretrained, install_pretrained_methods, save_pretrained
+from ..registry import from_pretrained, save_pretrained
 from .report import LoadReport
 from .taming import load_taming_vqgan, vqgan_config_from_taming, vqgan_from_taming
 from .timm_beit import beitv2_to_timm_beit, load_timm_beit, timm_beit_to_beitv2
@@ -35,9 +34,8 @@ __all__ = ["Checkpoint", "load_state_dict_file", "read_checkpoint", "save_state_
            "vitmae_to_mimkit", "load_taming_vqgan", "vqgan_config_from_taming", "vqgan_from_taming",
            "load_unilm_vqkd", "vqkd_config_from_unilm", "vqkd_from_unilm",
            "load_unilm_beitv2", "beitv2_to_unilm", "unilm_to_beitv2",
-           "PretrainedMixin", "from_pretrained", "save_pretrained", "Converter", "converter_table",
+           "from_pretrained", "save_pretrained", "Converter", "converter_table",
            "get_converter", "load_official_mage", "mage_official_to_mimkit", "mimkit_to_mage_official",
            "mae_to_timm_vit", "mage_to_timm_vit", "timm_vit_to_mae",
            "beitv2_to_timm_beit", "load_timm_beit", "timm_beit_to_beitv2"]
 
-install_pretrained_methods()

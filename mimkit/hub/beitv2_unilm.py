@@ -13,7 +13,7 @@ The VQ-KD tokenizer is not part of these files: the model's tokenizer.* keys are
 import torch
 
 from ..errors import CheckpointError
-from .files import as_state_dict
+from ..files.state_dicts import as_state_dict
 from .report import LoadReport
 
 # (unilm suffix, mimkit suffix) of every renamed key

@@ -20,7 +20,7 @@ import torch
 from ..errors import CheckpointError, ConfigError
 from ..methods.mae import MAE, MAEConfig
 from ..nn import to_pair
-from .files import Checkpoint, as_state_dict, read_checkpoint, strip_prefix
+from ..files.state_dicts import Checkpoint, as_state_dict, read_checkpoint, strip_prefix
 from .report import LoadReport
 
 # Official encoders: name -> (embed_dim, depth, num_heads, patch_size). Decoders: 512-d, 16 heads.

@@ -25,7 +25,7 @@ LayerNorm's default eps 1e-5 where mimkit's head uses model.norm_eps (1e-6).
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from .files import as_state_dict, strip_prefix
+from ..files.state_dicts import as_state_dict, strip_prefix
 from .report import LoadReport, load_converted, report_converted
 
 NUM_OFFICIAL_CLASSES = 1000

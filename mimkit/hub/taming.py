@@ -19,7 +19,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..tokenizers.vqgan import BOOKKEEPING, VQGAN, VQGANConfig
-from .files import as_state_dict, count_numbered
+from ..files.state_dicts import as_state_dict, count_numbered
 from .report import LoadReport, load_converted, report_converted
 
 # Tensors of a taming checkpoint that belong to its training only: recognised and set aside.

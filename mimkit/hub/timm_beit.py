@@ -36,7 +36,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError
 from .beitv2_unilm import RENAMES, copy_checked, rename
-from .files import as_state_dict, count_numbered
+from ..files.state_dicts import as_state_dict, count_numbered
 from .report import LoadReport
 
 # timm names layer scale as unilm does: (timm / unilm suffix, mimkit suffix)

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..tokenizers.vqkd import VQKD, VQKDConfig
-from .files import as_state_dict, count_numbered
+from ..files.state_dicts import as_state_dict, count_numbered
 from .report import LoadReport, load_converted, report_converted
 
 TRAINING_ONLY = (r"^quantize\.embedding\.(cluster_size|embed_avg|initted)$", r"^quantize\.cluster_size$",

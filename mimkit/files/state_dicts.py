@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..engine.integrity import check_finite, verify_checksum
+from .integrity import check_finite, verify_checksum
 from ..errors import CheckpointError
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
