@@ -6,7 +6,7 @@ mode records every tensor autograd keeps for backward; the bytes of their unique
 per level and column on its context (not a saved tensor); that is counted in its own column. With
 --rss each case also runs forward + backward in a fresh subprocess and reports the growth of its
 peak resident set size over the RSS before the forward (Linux only). The measuring code lives in
-mimkit.nn.reversible_memory (shared with `mimkit repro revcol-memory`).
+mimkit.repro.reversible_memory (shared with `mimkit repro revcol-memory`).
 
     python benchmarks/revcol_memory.py                      # batch 32, 50 tokens, 128-d (revcolv2_fmnist's decoder)
     python benchmarks/revcol_memory.py --rss --tokens 197   # + peak RSS, ViT-B/16-like length
@@ -18,8 +18,8 @@ from dataclasses import replace
 
 import torch
 
-from mimkit.nn.reversible_memory import (StackSize, build_stack, peak_rss_growth, rng_state_bytes, saved_activations,
-                                         stack_input, step_seconds)
+from mimkit.repro.reversible_memory import (StackSize, build_stack, peak_rss_growth, rng_state_bytes,
+                                            saved_activations, stack_input, step_seconds)
 
 COLUMNS = (2, 4, 8)
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mimkit.errors import DataError
-from mimkit.eval import (LinearProbeHead, ProbeComparison, compare_with_random_init, extract_features,
+from mimkit.eval import (LinearProbeHead, ProbeComparison, compare_with_random_init, extract_features, make_protocol,
                          format_comparison_table, knn_accuracy, knn_scores, linear_probe)
 
 
@@ -239,9 +239,9 @@ def test_compare_with_random_init_rows_and_gains():
     pretrained, random_init = FakeEncoder(seed=0, out_dim=16), FakeEncoder(seed=1, out_dim=1)
     linear_kwargs, knn_kwargs = {"epochs": 5}, {"k": 10}
 
-    rows = compare_with_random_init(pretrained, random_init, train_set, test_set, method="mae",
-                                    pools=("mean", "cls"), linear_kwargs=linear_kwargs,
-                                    knn_kwargs=knn_kwargs, progress=False)
+    protocol = make_protocol("probes", linear_kwargs=linear_kwargs, knn_kwargs=knn_kwargs, progress=False)
+    rows = compare_with_random_init(pretrained, random_init, protocol, train_set, test_set, method="mae",
+                                    pools=("mean", "cls"))
     assert [(r.method, r.pool) for r in rows] == [("mae", "mean"), ("mae", "cls")]
 
     def expected(model, pool):
@@ -266,7 +266,7 @@ def test_compare_with_random_init_rows_and_gains():
 def test_format_comparison_table():
     rows = [ProbeComparison("mae", "cls", 71.234, 60.1, 80.0, 82.5),
             ProbeComparison("mae", "mean", 50.0, 10.0, 40.0, 40.0)]
-    lines = format_comparison_table(rows).splitlines()
+    lines = format_comparison_table(rows, make_protocol("probes")).splitlines()
     header, body = lines[1], lines[3:]
     assert [c.strip() for c in header.split("|")] == ["method", "pool", "linear pretrained", "linear random",
                                                       "linear gain", "k-NN pretrained", "k-NN random", "k-NN gain"]

@@ -9,8 +9,8 @@ from torch import nn
 
 from mimkit.commands.evaluate import shot_list
 from mimkit.errors import ConfigError, DataError
-from mimkit.eval.fewshot import (compare_fewshot_with_random_init, fewshot_probe, format_fewshot_table,
-                                 select_few_shot)
+from mimkit.eval.comparison import compare_with_random_init, format_comparison_table
+from mimkit.eval.fewshot import FewShot, fewshot_probe, select_few_shot
 
 
 def clusters(n_per_class: int, num_classes: int, dim: int, spread: float, seed: int):
@@ -95,12 +95,13 @@ def image_set(n_per_class: int, seed: int):
 
 def test_compare_extracts_features_once_per_model_and_split():
     pretrained, random_init = CountingEncoder(0), CountingEncoder(1)
-    rows = compare_fewshot_with_random_init(pretrained, random_init, image_set(10, 0), image_set(10, 1),
-                                            method="toy", shots=(1, 2, 5), seeds=4, batch_size=64, progress=False)
+    protocol = FewShot(shots=(1, 2, 5), seeds=4, batch_size=64, progress=False)
+    rows = compare_with_random_init(pretrained, random_init, protocol, image_set(10, 0), image_set(10, 1),
+                                    method="toy")
     # One batch per split and model, reused for 3 k x 4 seeds.
     assert pretrained.calls == random_init.calls == 2
     assert [(r.pool, r.pretrained.shots, len(r.random.accuracies)) for r in rows] == [("cls", k, 4) for k in (1, 2, 5)]
     # Clusters stay separable through any injective linear map: both models score 100%.
     assert all(r.pretrained.mean == r.random.mean == 100.0 and r.gain == 0.0 for r in rows)
-    table = format_fewshot_table(rows)
+    table = format_comparison_table(rows, protocol)
     assert "over 4 seeds" in table and "100.00 ± 0.00" in table

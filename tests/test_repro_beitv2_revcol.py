@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from mimkit.errors import ConfigError
 from mimkit.methods.beitv2 import BEiTv2, BEiTv2Config
 from mimkit.nn import patchify
-from mimkit.nn.reversible_memory import StackSize, build_stack, rng_state_bytes, saved_activations, stack_input
+from mimkit.repro.reversible_memory import StackSize, build_stack, rng_state_bytes, saved_activations, stack_input
 from mimkit.repro import beitv2_tokenizer as beit_repro
 from mimkit.repro import revcol_memory
 from mimkit.repro import run_repro

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..data.resize import fit_square
 from ..errors import CheckpointError, MimkitError
-from .features import model_device
+from ..nn.device import model_device
 
 INCEPTION_SIZE = 299
 
@@ -83,7 +83,8 @@ class FeatureNetwork:
     def from_checkpoint(cls, path: str | Path, device="cpu", batch_size: int = 512) -> "FeatureNetwork":
         """A mimkit checkpoint (folder, run folder or model.safetensors), e.g. a `classifier_fmnist`
         run; named "<method> <checkpoint folder>"."""
-        from ..engine.checkpoint import load_model, resolve_checkpoint
+        from ..registry import load_model
+        from ..files.checkpoint_folder import resolve_checkpoint
 
         model, config = load_model(path, device)
         return cls.from_classifier(model, f"{config.method} {resolve_checkpoint(path)}", batch_size)

@@ -3,7 +3,6 @@
 The model is only asked for `features(images, pool) -> (N, D)`; it runs in eval mode under
 no_grad and every submodule's train/eval flag is restored afterwards.
 """
-import itertools
 import math
 
 import torch
@@ -13,13 +12,7 @@ from tqdm.auto import tqdm
 
 from ..data.collate import collate_skipping, note_skipped
 from ..errors import DataError
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (or buffer); CPU for a model with neither."""
-    for tensor in itertools.chain(model.parameters(), model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+from ..nn.device import model_device
 
 
 def labelled_batches(dataset, batch_size: int, num_workers: int = 0):
@@ -106,3 +99,16 @@ def extract_features(model: nn.Module, dataset, batch_size: int = 512, device=No
     if not feats:
         raise DataError("the dataset to probe is empty")
     return torch.cat(feats), torch.cat(labels)
+
+
+def extract_split_features(model: nn.Module, train_set, test_set, *, pool: str = "cls", batch_size: int = 512,
+                           device=None, progress: bool = True):
+    """`extract_features` of a train and a test split -> ((train feats, labels), (test feats, labels))."""
+    return tuple(extract_features(model, data, batch_size, device, pool, progress, desc=f"{split} features ({pool})")
+                 for split, data in (("train", train_set), ("test", test_set)))
+
+
+def dataset_tensors(dataset, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image and label of a labelled dataset, in dataset order: ((N, C, H, W), (N,))."""
+    images, labels = zip(*((b["images"], b["labels"]) for b in labelled_batches(dataset, batch_size)))
+    return torch.cat(images), torch.cat(labels)

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..errors import ConfigError, DataError
-from .features import extract_features
-from .report import text_table
+from .comparison import ProbeProtocol
+from .features import extract_split_features
 from .validation import check_features
 
 
@@ -28,6 +27,8 @@ class FewShotRow:
     @property
     def mean(self) -> float:
         return float(np.mean(self.accuracies))
+
+    test_top1 = mean  # what `Comparison.gain` compares
 
     @property
     def std(self) -> float:
@@ -109,48 +110,30 @@ def fewshot_probe(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fe
     return rows
 
 
-@dataclass
-class FewShotComparison:
-    """One table row: few-shot results of the pretrained and the random-init model at one k."""
+class FewShot(ProbeProtocol):
+    """`fewshot_probe` as a protocol of `mimkit.eval.comparison`: one row per k in `shots`, each
+    model's features of both splits extracted once per pool and shared by every k and seed; both
+    models see the same draws (same seeds)."""
 
-    method: str
-    pool: str
-    pretrained: FewShotRow
-    random: FewShotRow
+    setting_column = "k"
 
-    @property
-    def gain(self) -> float:
-        """Mean top-1 of pretrained minus random init, in points."""
-        return self.pretrained.mean - self.random.mean
+    def __init__(self, shots: Sequence[int] = (1, 5, 10, 25), seeds: int | Iterable[int] = 5, *, C: float = 1.0,
+                 max_iter: int = 1000, batch_size: int = 512, device=None, progress: bool = True):
+        self.shots, self.seeds = _check_shots(shots), _seed_list(seeds)  # fail before the slow feature extraction
+        self.C, self.max_iter, self.batch_size, self.device, self.progress = C, max_iter, batch_size, device, progress
 
+    def run(self, model, train_set, test_set, pool: str) -> list[FewShotRow]:
+        train, test = extract_split_features(model, train_set, test_set, pool=pool, batch_size=self.batch_size,
+                                             device=self.device, progress=self.progress)
+        return fewshot_probe(*train, *test, self.shots, self.seeds, C=self.C, max_iter=self.max_iter)
 
-def compare_fewshot_with_random_init(pretrained: nn.Module, random_init: nn.Module, train_set, test_set, *,
-                                     method: str = "", pools=("cls",), shots: Sequence[int] = (1, 5, 10, 25),
-                                     seeds: int | Iterable[int] = 5, batch_size: int = 512, device=None,
-                                     progress: bool = True) -> list[FewShotComparison]:
-    """Rows per pool then per k. Each model's features of both splits are extracted once per pool
-    and shared by every k and seed; both models see the same draws (same seeds)."""
-    if isinstance(pools, str):
-        pools = (pools,)
-    shots, seeds = _check_shots(shots), _seed_list(seeds)  # fail before the slow feature extraction
-    rows = []
-    for pool in pools:
-        results = []
-        for model in (pretrained, random_init):
-            train = extract_features(model, train_set, batch_size, device, pool, progress,
-                                     desc=f"train features ({pool})")
-            test = extract_features(model, test_set, batch_size, device, pool, progress,
-                                    desc=f"test features ({pool})")
-            results.append(fewshot_probe(*train, *test, shots, seeds))
-        rows += [FewShotComparison(method, pool, pre, rnd) for pre, rnd in zip(*results)]
-    return rows
+    def setting(self, result: FewShotRow) -> int:
+        return result.shots
 
+    def score_text(self, result: FewShotRow) -> str:
+        return f"{result.mean:.2f} ± {result.std:.2f}"
 
-def format_fewshot_table(rows: list[FewShotComparison]) -> str:
-    """Plain-text table: method | pool | k | pretrained mean ± std | random mean ± std | gain."""
-    n_seeds = len(rows[0].pretrained.accuracies) if rows else 0
-    header = ["method", "pool", "k", "pretrained", "random init", "gain"]
-    body = [[r.method or "-", r.pool, str(r.pretrained.shots), f"{r.pretrained.mean:.2f} ± {r.pretrained.std:.2f}",
-             f"{r.random.mean:.2f} ± {r.random.std:.2f}", f"{r.gain:+.2f}"] for r in rows]
-    return text_table(f"few-shot test top-1 (%), logistic regression on k train images per class, mean ± std "
-                      f"over {n_seeds} seeds; pretrained vs the same architecture at random init", header, body)
+    def title(self, rows: list) -> str:
+        seeds = len(rows[0].pretrained.accuracies) if rows else len(self.seeds)
+        return (f"few-shot test top-1 (%), logistic regression on k train images per class, mean ± std over "
+                f"{seeds} seeds; pretrained vs the same architecture at random init")

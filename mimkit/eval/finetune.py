@@ -43,9 +43,10 @@ from tqdm.auto import tqdm
 from ..data.collate import collate_readable
 from ..engine.optim import param_groups, scaled_lr, warmup_cosine
 from ..errors import ConfigError, DataError, MimkitError
-from .features import _check_batch, labelled_batches, model_device
+from ..nn.device import model_device
+from .comparison import ProbeProtocol
+from .features import _check_batch, labelled_batches
 from .mixup import Mixup, soft_cross_entropy
-from .report import text_table
 
 EMBEDDING_NAMES = ("cls_token", "pos_embed", "patch_embed", "mask_token", "mask_tokens", "dist_token", "embed")
 
@@ -397,48 +398,35 @@ def finetune(model: nn.Module, train_set, test_set, *, epochs: int = 5, batch_si
 
 
 # ------------------------------------------------------------ comparison
-@dataclass
-class FineTuneComparison:
-    """One table row: fine-tuning the pretrained and the random-init model with one recipe."""
+class FineTune(ProbeProtocol):
+    """`finetune` as a protocol of `mimkit.eval.comparison`: one row per trainable_blocks value
+    (None = full fine-tuning), each value checked against the model's depth before the first run;
+    `recipe` goes to `finetune` (the same recipe and seed for both models)."""
 
-    method: str
-    pool: str
-    trainable_blocks: int | None
-    pretrained: FineTuneResult
-    random: FineTuneResult
+    setting_column = "trainable blocks"
+    left_columns = 3
+    default_pool = "mean"
 
-    @property
-    def gain(self) -> float:
-        """Test top-1 of pretrained minus random init, in points."""
-        return self.pretrained.test_top1 - self.random.test_top1
+    def __init__(self, trainable_blocks=(None,), **recipe):
+        self.trainable_blocks, self.recipe = tuple(trainable_blocks), recipe
 
+    def check(self, model, method: str = "") -> None:
+        depth = num_layers(model)
+        for n in self.trainable_blocks:
+            if n is not None and not 0 <= n <= depth:
+                raise ConfigError(f"trainable blocks {n} is outside 0..{depth}: the {method or 'model'} has "
+                                  f"{depth} layers")
 
-def compare_finetune_with_random_init(pretrained: nn.Module, random_init: nn.Module, train_set, test_set, *,
-                                      method: str = "", pools=("mean",), trainable_blocks=(None,),
-                                      **finetune_kwargs) -> list[FineTuneComparison]:
-    """Rows per pool then per trainable_blocks value (None = full fine-tuning); both models get the
-    same recipe and seed (finetune_kwargs go to `finetune`). Every value is checked against the
-    model's depth before the first run."""
-    pools = (pools,) if isinstance(pools, str) else tuple(pools)
-    depth = num_layers(pretrained)
-    for n in trainable_blocks:
-        if n is not None and not 0 <= n <= depth:
-            raise ConfigError(f"trainable blocks {n} is outside 0..{depth}: the {method or 'model'} has "
-                              f"{depth} layers")
-    rows = []
-    for pool in pools:
-        for n in trainable_blocks:
-            pre, rnd = (finetune(m, train_set, test_set, pool=pool, trainable_blocks=n, **finetune_kwargs)
-                        for m in (pretrained, random_init))
-            rows.append(FineTuneComparison(method, pool, n, pre, rnd))
-    return rows
+    def run(self, model, train_set, test_set, pool: str) -> list[FineTuneResult]:
+        return [finetune(model, train_set, test_set, pool=pool, trainable_blocks=n, **self.recipe)
+                for n in self.trainable_blocks]
 
+    def setting(self, result: FineTuneResult) -> int | None:
+        return result.trainable_blocks
 
-def format_finetune_table(rows: list[FineTuneComparison]) -> str:
-    """Plain-text table: method | pool | trainable blocks | pretrained | random init | gain (test top-1 %)."""
-    header = ["method", "pool", "trainable blocks", "pretrained", "random init", "gain"]
-    body = [[r.method or "-", r.pool, "all" if r.trainable_blocks is None else str(r.trainable_blocks),
-             f"{r.pretrained.test_top1:.2f}", f"{r.random.test_top1:.2f}", f"{r.gain:+.2f}"] for r in rows]
-    recipe = f"{rows[0].pretrained.epochs} epochs, peak lr {rows[0].pretrained.lr:.3g}" if rows else ""
-    return text_table(f"fine-tuning test top-1 (%), {recipe}; pretrained vs the same architecture at random init",
-                      header, body, left_columns=3)
+    def setting_text(self, setting: int | None) -> str:
+        return "all" if setting is None else str(setting)
+
+    def title(self, rows: list) -> str:
+        recipe = f"{rows[0].pretrained.epochs} epochs, peak lr {rows[0].pretrained.lr:.3g}" if rows else ""
+        return f"fine-tuning test top-1 (%), {recipe}; pretrained vs the same architecture at random init"

@@ -8,11 +8,23 @@
 FID, precision/recall and the Inception Score all use `feature_net`; the report names it, since
 numbers from different feature networks cannot be compared (and on small data the network is a
 classifier trained on the dataset, not Inception-v3). CAS trains its own classifier.
+
+Several decoding settings of one masked token model against one real set (`mimkit eval generation`):
+
+    real, real_labels = dataset_tensors(test_set)
+    rows = compare_samplers(model, sampler_grid([1, 8, 12], ["cosine", "linear"]), net, real, real_labels, n=1000)
+    print(format_sampler_table(rows))
 """
+import time
+from collections.abc import Callable, Sequence
+
 import torch
 
+from ..errors import ConfigError
+from ..generation import MaskedTokenSampler, generate
 from ..methods.classifier import ClassifierConfig
 from .cas import classification_accuracy_score
+from .comparison import number
 from .feature_network import FeatureNetwork
 from .frechet import feature_statistics, frechet_distance
 from .inception_score import inception_score
@@ -79,16 +91,13 @@ def generation_metrics(generated: torch.Tensor, real: torch.Tensor, feature_net:
 def format_generation_report(metrics: dict) -> str:
     """A markdown table of `generation_metrics`' dict (absent metrics show as "-"), headed by the
     feature network's name and the sample counts."""
-    def num(value, spec):
-        return "-" if value is None else format(value, spec)
-
     score = metrics.get("inception_score")
     rows = [
-        ("FID (lower is better)", num(metrics.get("fid"), ".3f")),
+        ("FID (lower is better)", number(metrics.get("fid"), ".3f")),
         ("Inception Score (mean ± std)", "-" if score is None else f"{score[0]:.3f} ± {score[1]:.3f}"),
-        (f"precision (k={metrics.get('k', 3)})", num(metrics.get("precision"), ".4f")),
-        (f"recall (k={metrics.get('k', 3)})", num(metrics.get("recall"), ".4f")),
-        ("CAS top-1 (%)", num(metrics.get("cas"), ".2f")),
+        (f"precision (k={metrics.get('k', 3)})", number(metrics.get("precision"), ".4f")),
+        (f"recall (k={metrics.get('k', 3)})", number(metrics.get("recall"), ".4f")),
+        ("CAS top-1 (%)", number(metrics.get("cas"), ".2f")),
     ]
     width = max(len(name) for name, _ in rows)
     value_width = max(5, *(len(value) for _, value in rows))
@@ -97,4 +106,85 @@ def format_generation_report(metrics: dict) -> str:
              f"| {'metric'.ljust(width)} | {'value'.rjust(value_width)} |",
              f"|{'-' * (width + 2)}|{'-' * (value_width + 1)}:|"]
     lines += [f"| {name.ljust(width)} | {value.rjust(value_width)} |" for name, value in rows]
+    return "\n".join(lines)
+
+
+def balanced_labels(num_classes: int, n: int) -> torch.Tensor | None:
+    """(n,) int64 labels cycling 0..C-1, so every class gets n / C samples (None for an
+    unconditional model, num_classes 0)."""
+    return None if num_classes == 0 else torch.arange(n) % num_classes
+
+
+def sampler_grid(steps: Sequence[int], schedules: Sequence[str], *, choice_temperature: float = 4.5,
+                 guidance_scale: float = 0.0) -> list[MaskedTokenSampler]:
+    """One MaskedTokenSampler per (steps, schedule), steps-major; ConfigError for a bad setting."""
+    samplers = []
+    for count in steps:
+        for schedule in schedules:
+            try:
+                samplers.append(MaskedTokenSampler(steps=count, schedule=schedule,
+                                                   choice_temperature=choice_temperature,
+                                                   guidance_scale=guidance_scale))
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+    return samplers
+
+
+def sample_metrics(model, sampler: MaskedTokenSampler, feature_net: FeatureNetwork, real: torch.Tensor,
+                   real_labels: torch.Tensor | None = None, *, n: int, seed: int = 0, batch_size: int | None = None,
+                   cas: bool = False, real_features: torch.Tensor | None = None) -> dict:
+    """Sample n images from a masked token model with `sampler` (balanced over the classes of a
+    class-conditional model) and measure them against the real images (N, C, H, W) in [0, 1].
+
+    Seeds torch's global RNG with `seed`, samples with a generator seeded with `seed` in batches of
+    `batch_size`; cas (with a class-conditional model and real_labels) trains a classifier on the
+    samples at their own size and tests it on the real images. real_features: feature_net's
+    features of `real` when already computed.
+
+    Returns `generation_metrics`' dict with the Inception Score's mean only, plus "steps",
+    "schedule" (the sampler's) and "images_per_s" (sampling throughput).
+    """
+    torch.manual_seed(seed)
+    labels = balanced_labels(model.num_classes, n)
+    started = time.perf_counter()
+    samples = generate(model, n, labels, sampler=sampler, generator=torch.Generator().manual_seed(seed),
+                       batch_size=batch_size)
+    seconds = time.perf_counter() - started
+    cas_config = None
+    if cas and labels is not None:
+        cas_config = ClassifierConfig(img_size=samples.shape[-1], in_chans=samples.shape[1],
+                                      num_classes=model.num_classes)
+    metrics = generation_metrics(samples, real, feature_net, labels, real_labels, cas_config,
+                                 real_features=real_features, cas_kwargs={"seed": seed, "progress": False})
+    score = metrics["inception_score"]
+    return {**metrics, "steps": sampler.steps, "schedule": sampler.schedule, "images_per_s": n / seconds,
+            "inception_score": None if score is None else score[0]}
+
+
+def compare_samplers(model, samplers: Sequence[MaskedTokenSampler], feature_net: FeatureNetwork,
+                     real: torch.Tensor, real_labels: torch.Tensor | None = None, *, n: int, seed: int = 0,
+                     batch_size: int | None = None, cas: bool = False, real_features: torch.Tensor | None = None,
+                     on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """`sample_metrics` of every sampler (same n, seed and real set; the real features computed
+    once unless given), in order; on_row(row) is called after each (e.g. to print progress)."""
+    if real_features is None:
+        real_features = feature_net.features(real)
+    rows = []
+    for sampler in samplers:
+        rows.append(sample_metrics(model, sampler, feature_net, real, real_labels, n=n, seed=seed,
+                                   batch_size=batch_size, cas=cas, real_features=real_features))
+        if on_row is not None:
+            on_row(rows[-1])
+    return rows
+
+
+def format_sampler_table(rows: list[dict]) -> str:
+    """A markdown table of `compare_samplers`' rows: steps | schedule | FID | IS | precision |
+    recall | CAS (%) | images/s (absent metrics show as "-")."""
+    lines = ["| steps | schedule | FID | IS | precision | recall | CAS (%) | images/s |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['steps']} | {r['schedule']} | {r['fid']:.2f} | {number(r['inception_score'])} | "
+                     f"{r['precision']:.3f} | {r['recall']:.3f} | {number(r['cas'], '.1f')} | "
+                     f"{r['images_per_s']:.1f} |")
     return "\n".join(lines)

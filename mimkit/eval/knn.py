@@ -12,10 +12,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .validation import check_features, infer_num_classes
-
-# Elements of the (chunk, N_train) similarity matrix per chunk when chunk_size is not given (~64 MB).
-_SIM_BUDGET = 1 << 24
+from .validation import check_features, chunk_rows, infer_num_classes
 
 
 @dataclass
@@ -26,10 +23,6 @@ class KNNResult:
     top5: float | None
     k: int
     temperature: float
-
-
-def _auto_chunk(num_train: int) -> int:
-    return max(1, min(4096, _SIM_BUDGET // max(num_train, 1)))
 
 
 def knn_score_chunks(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor, *,
@@ -50,9 +43,7 @@ def knn_score_chunks(train_feats: torch.Tensor, train_labels: torch.Tensor, test
         raise ValueError(f"temperature must be positive, got {temperature}")
     num_classes = infer_num_classes(num_classes, train_labels)
     device = train_feats.device if device is None else torch.device(device)
-    chunk_size = _auto_chunk(len(train_feats)) if chunk_size is None else chunk_size
-    if chunk_size <= 0:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    chunk_size = chunk_rows(len(train_feats), chunk_size)
     k = min(k, len(train_feats))
 
     bank = F.normalize(train_feats.to(device, torch.float32), dim=1)  # (N, D)
@@ -98,9 +89,8 @@ def knn_accuracy(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
     num_classes = infer_num_classes(num_classes, train_labels, test_labels)
     chunks = knn_score_chunks(train_feats, train_labels, test_feats, k=k, temperature=temperature,
                               num_classes=num_classes, chunk_size=chunk_size, device=device)
-    chunk_size = _auto_chunk(len(train_feats)) if chunk_size is None else chunk_size
+    total = -(-len(test_feats) // chunk_rows(len(train_feats), chunk_size))
     top1 = top5 = 0
-    total = -(-len(test_feats) // chunk_size) if chunk_size > 0 else None
     for start, scores in tqdm(chunks, total=total, desc="k-NN", disable=not progress, leave=False):
         target = test_labels[start:start + len(scores)].to(scores.device)
         ranked = scores.topk(min(5, num_classes), dim=1).indices  # (B, 5)

@@ -20,9 +20,9 @@ from torch import nn
 
 from ..errors import MimkitError
 from ..nn import pool_tokens
+from .comparison import ProbeProtocol
 from .features import extract_features
 from .linprobe import linear_probe
-from .report import text_table
 
 
 def check_layerwise_model(model: nn.Module) -> nn.ModuleList:
@@ -92,36 +92,27 @@ def layerwise_probe(model: nn.Module, train_set, test_set, *, pool: str = "cls",
     return rows
 
 
-@dataclass
-class LayerwiseComparison:
-    """One table row: the probe of one block of the pretrained and the random-init model."""
+class Layerwise(ProbeProtocol):
+    """`layerwise_probe` as a protocol of `mimkit.eval.comparison`: one row per block 0..L, every
+    block's features of each split extracted in one pass per pool; linear_kwargs go to
+    `linear_probe` (the same recipe for both models)."""
 
-    method: str
-    pool: str
-    block: int
-    pretrained: float
-    random: float
+    setting_column = "block"
 
-    @property
-    def gain(self) -> float:
-        return self.pretrained - self.random
+    def __init__(self, *, batch_size: int = 512, device=None, linear_kwargs: dict | None = None,
+                 progress: bool = True):
+        self.batch_size, self.device, self.linear_kwargs, self.progress = batch_size, device, linear_kwargs, progress
 
+    def check(self, model, method: str = "") -> None:
+        check_layerwise_model(model)
 
-def compare_layerwise_with_random_init(pretrained: nn.Module, random_init: nn.Module, train_set, test_set, *,
-                                       method: str = "", pools=("cls",), **kwargs) -> list[LayerwiseComparison]:
-    """Rows per pool then per block; kwargs go to `layerwise_probe` (same probe recipe for both)."""
-    pools = (pools,) if isinstance(pools, str) else tuple(pools)
-    rows = []
-    for pool in pools:
-        pre, rnd = (layerwise_probe(m, train_set, test_set, pool=pool, **kwargs) for m in (pretrained, random_init))
-        rows += [LayerwiseComparison(method, pool, a.block, a.test_top1, b.test_top1) for a, b in zip(pre, rnd)]
-    return rows
+    def run(self, model, train_set, test_set, pool: str) -> list[LayerwiseRow]:
+        return layerwise_probe(model, train_set, test_set, pool=pool, batch_size=self.batch_size, device=self.device,
+                               linear_kwargs=self.linear_kwargs, progress=self.progress)
 
+    def setting(self, result: LayerwiseRow) -> int:
+        return result.block
 
-def format_layerwise_table(rows: list[LayerwiseComparison]) -> str:
-    """Plain-text table: method | pool | block | pretrained | random init | gain (linear-probe test top-1 %)."""
-    header = ["method", "pool", "block", "pretrained", "random init", "gain"]
-    body = [[r.method or "-", r.pool, str(r.block), f"{r.pretrained:.2f}", f"{r.random:.2f}", f"{r.gain:+.2f}"]
-            for r in rows]
-    return text_table("linear-probe test top-1 (%) per block (0 = patch embedding), normed with the final norm; "
-                      "pretrained vs the same architecture at random init", header, body)
+    def title(self, rows: list) -> str:
+        return ("linear-probe test top-1 (%) per block (0 = patch embedding), normed with the final norm; "
+                "pretrained vs the same architecture at random init")

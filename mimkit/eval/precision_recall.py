@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-# Elements of one (chunk, N) distance block when chunk_size is not given (~64 MB in float32).
-_DIST_BUDGET = 1 << 24
+from .validation import chunk_rows
 
 
 @dataclass
@@ -25,14 +24,6 @@ class PrecisionRecall:
     precision: float
     recall: float
     k: int
-
-
-def _auto_chunk(n: int, chunk_size: int | None) -> int:
-    if chunk_size is None:
-        return max(1, min(4096, _DIST_BUDGET // max(n, 1)))
-    if chunk_size <= 0:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    return chunk_size
 
 
 def _as_features(feats: torch.Tensor, which: str) -> torch.Tensor:
@@ -52,7 +43,7 @@ def knn_radii(feats: torch.Tensor, k: int = 3, chunk_size: int | None = None) ->
         raise ValueError(f"k must be positive, got {k}")
     if len(feats) <= k:
         raise ValueError(f"k={k} nearest neighbours need more than {k} samples, got {len(feats)}")
-    chunk = _auto_chunk(len(feats), chunk_size)
+    chunk = chunk_rows(len(feats), chunk_size)
     radii = []
     for start in range(0, len(feats), chunk):
         dist = torch.cdist(feats[start:start + chunk], feats)  # (B, N)
@@ -65,7 +56,7 @@ def inside_balls(queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tens
                  chunk_size: int | None = None) -> torch.Tensor:
     """queries (M, D), centres (N, D), radii (N,) -> bool (M,): whether each query lies within
     distance radii[j] of some centre j."""
-    chunk = _auto_chunk(len(centres), chunk_size)
+    chunk = chunk_rows(len(centres), chunk_size)
     inside = []
     for start in range(0, len(queries), chunk):
         dist = torch.cdist(queries[start:start + chunk], centres)  # (B, N)

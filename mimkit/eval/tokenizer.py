@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .features import labelled_batches, model_device
+from ..nn.device import model_device
+from .features import labelled_batches
 from .psnr import psnr
 
 

@@ -1,5 +1,9 @@
-"""Checks shared by the probes: features are (N, D) floats, labels (N,) non-negative class ids."""
+"""Checks shared by the probes: features are (N, D) floats, labels (N,) non-negative class ids;
+and the chunk size of the blockwise similarity / distance computations (k-NN, precision-recall)."""
 import torch
+
+# Elements of one (chunk, N) similarity or distance block when no chunk size is given (~64 MB in float32).
+BLOCK_BUDGET = 1 << 24
 
 
 def check_features(feats: torch.Tensor, labels: torch.Tensor, split: str) -> None:
@@ -27,3 +31,14 @@ def infer_num_classes(num_classes: int | None, *labels: torch.Tensor) -> int:
     if num_classes < seen:
         raise ValueError(f"num_classes={num_classes} but a label {seen - 1} is present")
     return num_classes
+
+
+def chunk_rows(bank_rows: int, chunk_size: int | None = None) -> int:
+    """Query rows per chunk when comparing them with a bank of `bank_rows` rows: chunk_size when
+    given (ValueError unless positive), else the most (1 to 4096) that keep one (chunk, bank_rows)
+    block within BLOCK_BUDGET elements."""
+    if chunk_size is None:
+        return max(1, min(4096, BLOCK_BUDGET // max(bank_rows, 1)))
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    return chunk_size

@@ -50,7 +50,7 @@ class MaskedImagePipeline:
         """Load a save_pretrained folder, checkpoint (folder, run folder or model.safetensors) or a
         Hugging Face repo id already in the local cache; sampler_options (steps, schedule, ...)
         build the sampler when none is given."""
-        from ..hub.pretrained import from_pretrained
+        from ..registry import from_pretrained
 
         model = from_pretrained(path, device=device)
         return cls(model, sampler or MaskedTokenSampler(**sampler_options))

@@ -16,7 +16,8 @@ from .blur import gaussian_blur
 from .regions import (box_mask, grow_tokens, outpaint_amount, outpaint_region, outpaint_shift, pixel_mask,
                       pixels_of_tokens, token_factor, tokens_of_pixels)
 from .sampler import MaskedTokenSampler
-from .token_model import check_token_model, model_device, resolve_labels
+from ..nn.device import model_device
+from .token_model import check_token_model, resolve_labels
 
 Labels = int | Sequence[int] | torch.Tensor | None
 

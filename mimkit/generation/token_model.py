@@ -27,14 +27,6 @@ def check_token_model(model) -> None:
                           f"generation needs a MaskGIT or MAGE model")
 
 
-def model_device(model) -> torch.device:
-    """The device of the model's first parameter or buffer (cpu for a model without any)."""
-    for tensors in (model.parameters, model.buffers) if isinstance(model, torch.nn.Module) else ():
-        for tensor in tensors():
-            return tensor.device
-    return torch.device("cpu")
-
-
 def resolve_labels(model, labels: int | Sequence[int] | torch.Tensor | None,
                    n: int | None) -> tuple[torch.Tensor | None, int]:
     """User labels -> ((n,) int64 tensor or None, n).

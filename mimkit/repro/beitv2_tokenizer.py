@@ -19,12 +19,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..commands.eval_tokenizer import attach_teacher_if_available
-from ..engine.checkpoint import load_model
+from ..registry import load_model
 from ..eval.tokenizer import evaluate_tokenizer
 from ..eval.features import labelled_batches
 from ..eval.report import probe_model, random_init_like
-from ..tokenizers.teacher import load_teacher
+from ..teacher_loading import attach_teacher_if_available, load_teacher
 from .context import ReproContext
 from .report import Report
 from .stages import fresh_minutes, stage_text, timed_train

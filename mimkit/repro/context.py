@@ -49,7 +49,7 @@ class ReproContext:
         """Train `preset` with `overrides` into work/(name|shared)/run, or reuse/resume a run made
         from the same config; returns the run folder."""
         from ..config import check_image_size, load_config, to_dict
-        from ..engine.checkpoint import latest_checkpoint
+        from ..files.checkpoint_folder import latest_checkpoint
         from ..train import train
 
         out = self.run_dir(run, shared)
@@ -83,15 +83,18 @@ class ReproContext:
 
     def splits(self, train_limit: int, test_limit: int, image_size: int = 28):
         """Fashion-MNIST (train, test) at image_size, un-augmented, seeded class-stratified subsets of
-        *_limit images (data.limit)."""
+        *_limit images (data.limit; 0 = all)."""
+        return self.split("train", train_limit, image_size), self.split("test", test_limit, image_size)
+
+    @staticmethod
+    def split(name: str, limit: int, image_size: int = 28):
+        """One Fashion-MNIST split ("train" / "test") at image_size, un-augmented, a seeded
+        class-stratified subset of `limit` images (0 = all)."""
         from ..data import build_dataset
         from ..data.config import DataConfig
 
-        def split(name, limit):
-            cfg = DataConfig(name="fashion-mnist", split=name, augment=False, limit=limit, image_size=image_size)
-            return build_dataset(cfg, channels=1, split=name)
-
-        return split("train", train_limit), split("test", test_limit)
+        cfg = DataConfig(name="fashion-mnist", split=name, augment=False, limit=limit, image_size=image_size)
+        return build_dataset(cfg, channels=1, split=name)
 
 
 def timed(run_dir: Path, work) -> Path:

@@ -6,7 +6,7 @@ Fashion-MNIST -> 7x7 patches) once per setting with the same steps, seed and rec
 each frozen encoder (linear probe and k-NN on the cls token, the paper's protocol, and on the mean
 patch token) against the same ViT at random init.
 """
-from ..engine.checkpoint import load_model
+from ..registry import load_model
 from ..eval.report import probe_model, random_init_like
 from .context import ReproContext
 from .report import Report

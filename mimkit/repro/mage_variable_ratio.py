@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from ..engine.checkpoint import load_model
+from ..registry import load_model
 from ..eval.report import probe_model, random_init_like
 from ..generation import MaskedTokenSampler
 from ..nn.mask_schedules import truncated_normal_ratio
@@ -76,7 +76,7 @@ def run(ctx: ReproContext) -> Report:
         model, config = load_model(run_dir)
         started = time.time()
         if bench is None:
-            bench = FidBench.build(prereq.feature_net, config, sizes["test_limit"])
+            bench = FidBench.build(ctx, prereq.feature_net, model, sizes["test_limit"])
             floor = bench.real_fid(ctx, sizes["samples"])
         metrics = bench.score(model, sampler, sizes["samples"], seed=ctx.seed)
         probe = probe_model(model, train_set, test_set, pool="mean", progress=ctx.progress)

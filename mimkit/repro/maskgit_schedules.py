@@ -9,7 +9,7 @@ sample set is scored by FID / precision / recall in the features of the shared c
 """
 import time
 
-from ..engine.checkpoint import load_model
+from ..registry import load_model
 from ..generation import MaskedTokenSampler
 from ..nn.mask_schedules import SCHEDULES, mask_fraction
 from .context import ReproContext
@@ -121,7 +121,7 @@ def run(ctx: ReproContext) -> Report:
     run_dir, train_stage = timed_train(ctx, "maskgit_fmnist", overrides, "maskgit", shared=False)
     model, config = load_model(run_dir)
     started = time.time()
-    bench = FidBench.build(prereq.feature_net, config, sizes["test_limit"])
+    bench = FidBench.build(ctx, prereq.feature_net, model, sizes["test_limit"])
     floor = bench.real_fid(ctx, sizes["samples"])
     rows = sweep(ctx, model, bench, sizes)
     noise = seed_check(ctx, model, bench, sizes, rows)

@@ -4,7 +4,7 @@ gradients of plain autograd.
 
 No training: for ColumnStacks of 2..16 columns (4 levels of one 128-d ViT block, dropout and drop
 path on, batch 32 x 50 tokens = the decoder of revcolv2_fmnist) one forward records what autograd
-saves for backward (mimkit.nn.reversible_memory), plain vs reversible; a fresh process measures the
+saves for backward (mimkit.repro.reversible_memory), plain vs reversible; a fresh process measures the
 peak RSS of forward + backward (full mode); the same stacks are timed; and the gradients of every
 parameter and of the input are compared, reversible vs plain, in float64 (the algorithm) and float32
 (rounding of the inversion through the columns, with and without anchors). Then the whole RevColV2
@@ -16,9 +16,9 @@ from dataclasses import asdict, replace
 import torch
 
 from ..config import load_config
-from ..methods import build_model
-from ..nn.reversible_memory import (StackSize, build_stack, parameter_bytes, peak_rss_growth, rng_state_bytes,
-                                    saved_activations, stack_input, step_seconds)
+from ..registry import build_model
+from .reversible_memory import (StackSize, build_stack, parameter_bytes, peak_rss_growth, rng_state_bytes,
+                               saved_activations, stack_input, step_seconds)
 from .context import ReproContext, require
 from .report import Report
 
@@ -176,7 +176,7 @@ def write_report(report: Report, results: dict, sizes: dict, timings: dict) -> N
         f"{base.heads} heads, MLP x4), dropout {base.dropout} and drop path {base.drop_path} on (training mode), "
         f"zero initial states, alpha = 0.5, input (batch {base.batch}, {base.tokens} tokens, {base.dim}) float32; "
         f"C in {columns}. Activation memory = the bytes of the unique non-parameter storages autograd saves in one "
-        f"forward (`saved_tensors_hooks`, `mimkit.nn.reversible_memory.saved_activations`), plus for the "
+        f"forward (`saved_tensors_hooks`, `mimkit.repro.reversible_memory.saved_activations`), plus for the "
         f"reversible path the CPU RNG states its context keeps (one per level and column, "
         f"{torch.get_rng_state().nbytes} bytes each). "
         + ("Peak RSS: growth of the peak resident set of one forward + backward over the RSS before it, in a fresh "

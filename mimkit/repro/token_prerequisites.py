@@ -6,7 +6,7 @@ their features), computed once per reproduction.
 The three trained things live in work/shared/, so the second reproduction reuses them:
 
     prereq = prepare(ctx)                                   # trains or reuses; logs the wall time of each
-    bench = FidBench.build(prereq.feature_net, model_config, test_limit=10000)
+    bench = FidBench.build(ctx, prereq.feature_net, token_model, test_limit=10000)
     row = bench.score(model, MaskedTokenSampler(steps=8), n=1000)   # {"fid", "precision", "recall", ...}
 
 A token cache is reused when its folder holds a request file equal to the one this code would write
@@ -17,18 +17,17 @@ retrains them instead of reusing a model fitted to the old codes.
 """
 import json
 import time
-from argparse import Namespace
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..commands.eval_generation import real_images, sample_row
-from ..engine.checkpoint import load_model
+from ..registry import load_model
 from ..errors import DataError
 from ..eval.feature_network import FeatureNetwork
-from ..eval.features import labelled_batches
+from ..eval.features import dataset_tensors, labelled_batches
 from ..eval.frechet import feature_statistics, frechet_distance
+from ..eval.generation_report import sample_metrics
 from ..tokenizers.cache import (FORMAT_VERSION, TokenCacheDataset, build_token_cache, read_manifest,
                                 tokenizer_fingerprint)
 from .context import REQUEST_FILE, ReproContext, timed
@@ -80,6 +79,12 @@ def three_way(good_gap: float, margin: float) -> bool | None:
     return True if good_gap > margin else False if good_gap < -margin else None
 
 
+def image_side(tokenizer) -> int:
+    """The side in pixels of the (square) images a tokenizer takes."""
+    size = tokenizer.config.img_size
+    return size if isinstance(size, int) else size[0]
+
+
 def cache_request(tokenizer, views, images: int) -> dict:
     """What a token cache is made from: the tokenizer's fingerprint, the views, the image count
     (0 = all; a seeded subset stratified by class, not the first images) and the source, plus the
@@ -114,8 +119,7 @@ def ensure_token_cache(ctx: ReproContext, tokenizer_run: Path, views, images: in
         ctx.reused.append(out)  # counted like a reused run: its making time is not in this invocation's
     else:
         ctx.log(f"building token cache {out}")
-        size = tokenizer.config.img_size
-        train_set, _ = ctx.splits(images, 1, size if isinstance(size, int) else size[0])
+        train_set = ctx.split("train", images, image_side(tokenizer))
         timed(out, lambda: build_token_cache(tokenizer, train_set, out, views=views, progress=ctx.progress,
                                              source=CACHE_SOURCE, overwrite=True))
         (out / REQUEST_FILE).write_text(json.dumps(request, indent=1))
@@ -154,11 +158,11 @@ class FidBench:
     classifier_top1: float
 
     @classmethod
-    def build(cls, feature_run: Path, token_config, test_limit: int = 0) -> "FidBench":
-        """token_config: the RunConfig of a token model trained on the cache (its images are found
-        through the cache's manifest, at its tokenizer's size, as `mimkit eval generation` does)."""
+    def build(cls, ctx: ReproContext, feature_run: Path, token_model, test_limit: int = 0) -> "FidBench":
+        """The Fashion-MNIST test split (a seeded class-stratified subset of test_limit images, 0 = all:
+        the images the token cache was made from, CACHE_SOURCE) at the size of token_model's tokenizer."""
         net = FeatureNetwork.from_checkpoint(feature_run)
-        real, labels = real_images(Namespace(data=None, split="test", limit=test_limit, data_root=""), token_config)
+        real, labels = dataset_tensors(ctx.split("test", test_limit, image_side(token_model.tokenizer)))
         feats, logits = net.features_and_logits(real)
         top1 = float((logits.argmax(1) == labels).double().mean() * 100)
         return cls(net, real, labels, feats, top1)
@@ -166,14 +170,13 @@ class FidBench:
     def score(self, model, sampler, n: int, seed: int = 0, batch_size: int = 500) -> dict:
         """Sample n images (balanced over the classes of a class-conditional model) with `sampler`
         -> `mimkit eval generation`'s row: fid, precision, recall, inception_score, images_per_s, ..."""
-        args = Namespace(n=n, seed=seed, batch_size=batch_size, cas=False)
-        torch.manual_seed(seed)
-        return sample_row(args, model, sampler, self.net, self.real, self.real_labels, self.real_features)
+        return sample_metrics(model, sampler, self.net, self.real, self.real_labels, n=n, seed=seed,
+                              batch_size=batch_size, real_features=self.real_features)
 
     def real_fid(self, ctx: ReproContext, n: int) -> float:
         """FID of n real train images (a seeded class-stratified subset, at the same size) against the
         real test set: the floor a perfect generator reaches with n samples (FID is biased upwards at small n)."""
-        train_set, _ = ctx.splits(n, 1, self.real.shape[-1])
+        train_set = ctx.split("train", n, self.real.shape[-1])
         images = next(iter(labelled_batches(train_set, n)))["images"]
         return frechet_distance(*feature_statistics(self.net.features(images)),
                                 *feature_statistics(self.real_features))

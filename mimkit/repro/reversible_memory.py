@@ -30,7 +30,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from .reversible import ColumnStack
+from ..nn.reversible import ColumnStack
 
 
 @dataclass(frozen=True)
