@@ -11,10 +11,11 @@ import torch
 from PIL import Image
 
 from mimkit.config import load_config
-from mimkit.engine.checkpoint import latest_checkpoint, load_model
+from mimkit.files.checkpoint_folder import latest_checkpoint
+from mimkit.registry import load_model
 from mimkit.errors import CheckpointError, ConfigError
 from mimkit.eval import psnr
-from mimkit.hub.files import save_state_dict_file
+from mimkit.files.state_dicts import save_state_dict_file
 from mimkit.hub.taming import load_taming_vqgan, vqgan_config_from_taming, vqgan_from_taming
 from mimkit.tokenizers.perceptual import load_perceptual_network
 from mimkit.tokenizers.vqgan import VQGAN, VQGANConfig
@@ -350,7 +351,7 @@ def read_losses(run) -> dict:
 def test_resume_continues_the_gan_schedule_exactly(tmp_path):
     from mimkit.data import build_augment, build_dataset
     from mimkit.engine.trainer import Trainer
-    from mimkit.methods import build_model
+    from mimkit.registry import build_model
     from mimkit.train import train
 
     overrides = DIGITS + ["train.steps=5", "train.ckpt_every=2"]

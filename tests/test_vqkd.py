@@ -8,11 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from mimkit.config import RunConfig, to_dict
-from mimkit.engine.checkpoint import load_model, save_checkpoint
+from mimkit.registry import load_model
+from mimkit.engine.checkpoint import save_checkpoint
 from mimkit.errors import CheckpointError, ConfigError
 from mimkit.hub.vqkd_unilm import vqkd_config_from_unilm, vqkd_from_unilm
 from mimkit.methods.mae import MAE, MAEConfig
-from mimkit.tokenizers.teacher import Teacher, load_teacher
+from mimkit.teacher_loading import load_teacher
+from mimkit.tokenizers.teacher import Teacher
 from mimkit.tokenizers.vqkd import VQKD, VQKDConfig
 
 torch.set_num_threads(1)

@@ -83,13 +83,29 @@ class Upsample(nn.Module):
 
 
 class Level(nn.Module):
-    """One resolution of the encoder/decoder: residual blocks, attention after each block at the
-    attention resolutions, and a resampler (absent at the last level)."""
+    """One resolution of the encoder/decoder: num_blocks residual blocks (in_channels -> out_channels,
+    then out_channels), attention after each block when `attn` (an attention resolution), and a
+    resampler `downsample` / `upsample` that the Encoder / Decoder sets on all levels but its last."""
 
-    def __init__(self):
+    def __init__(self, in_channels: int, out_channels: int, num_blocks: int, attn: bool, dropout: float,
+                 groups: int):
         super().__init__()
         self.block = nn.ModuleList()
         self.attn = nn.ModuleList()
+        for i in range(num_blocks):  # block, attention, block, ...: the order of taming's random init
+            self.block.append(ResnetBlock(in_channels if i == 0 else out_channels, out_channels, dropout, groups))
+            if attn:
+                self.attn.append(AttnBlock(out_channels, groups))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for i, block in enumerate(self.block):
+            h = block(h)
+            if len(self.attn):
+                h = self.attn[i](h)
+        for name in ("downsample", "upsample"):
+            if hasattr(self, name):
+                h = getattr(self, name)(h)
+        return h
 
 
 class Mid(nn.Module):
@@ -116,13 +132,8 @@ class Encoder(nn.Module):
         self.down = nn.ModuleList()
         channels, res = base_channels, resolution
         for i, mult in enumerate(channel_mult):
-            level = Level()
-            out = base_channels * mult
-            for _ in range(num_res_blocks):
-                level.block.append(ResnetBlock(channels, out, dropout, groups))
-                channels = out
-                if res in attn_resolutions:
-                    level.attn.append(AttnBlock(channels, groups))
+            level = Level(channels, base_channels * mult, num_res_blocks, res in attn_resolutions, dropout, groups)
+            channels = base_channels * mult
             if i != len(channel_mult) - 1:
                 level.downsample = Downsample(channels)
                 res //= 2
@@ -134,12 +145,7 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
         for level in self.down:
-            for i, block in enumerate(level.block):
-                h = block(h)
-                if len(level.attn):
-                    h = level.attn[i](h)
-            if hasattr(level, "downsample"):
-                h = level.downsample(h)
+            h = level(h)
         h = self.mid(h)
         return self.conv_out(swish(self.norm_out(h)))
 
@@ -160,13 +166,9 @@ class Decoder(nn.Module):
         self.mid = Mid(channels, dropout, groups)
         levels = []
         for i in reversed(range(len(channel_mult))):
-            level = Level()
-            out = base_channels * channel_mult[i]
-            for _ in range(num_res_blocks + 1):
-                level.block.append(ResnetBlock(channels, out, dropout, groups))
-                channels = out
-                if res in attn_resolutions:
-                    level.attn.append(AttnBlock(channels, groups))
+            level = Level(channels, base_channels * channel_mult[i], num_res_blocks + 1, res in attn_resolutions,
+                          dropout, groups)
+            channels = base_channels * channel_mult[i]
             if i != 0:
                 level.upsample = Upsample(channels)
                 res *= 2
@@ -178,10 +180,5 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.conv_in(z))
         for level in reversed(self.up):
-            for i, block in enumerate(level.block):
-                h = block(h)
-                if len(level.attn):
-                    h = level.attn[i](h)
-            if hasattr(level, "upsample"):
-                h = level.upsample(h)
+            h = level(h)
         return self.conv_out(swish(self.norm_out(h)))

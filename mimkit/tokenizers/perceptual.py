@@ -116,7 +116,7 @@ def load_perceptual_network(path: str | Path) -> PerceptualDistance:
 
     Raises ConfigError when no path is given and CheckpointError naming the file when it is missing,
     unreadable or holds no complete VGG16 feature stack."""
-    from ..hub.files import load_state_dict_file  # the one safe reader (safetensors / weights_only)
+    from ..files.state_dicts import load_state_dict_file
 
     if not str(path):
         raise ConfigError("the perceptual loss needs model.perceptual_path (a VGG16 / LPIPS weights file); "

@@ -23,32 +23,29 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..nn.vector_quantizer import VectorQuantizer
 from .conv_blocks import Decoder, Encoder
-from .fingerprint import state_fingerprint
+from .vq_tokenizer import QUANTIZER_BOOKKEEPING, VQConfig, VQTokenizer, vq_logs
 from .vqgan_loss import VQGANLoss
 
 # State that is bookkeeping, not weights: left out of fingerprint() (codes do not depend on it).
-BOOKKEEPING = ("train_steps", "quantize.initialized", "quantize.steps", "quantize.last_hit", "quantize.last_reset")
+BOOKKEEPING = ("train_steps",) + QUANTIZER_BOOKKEEPING
 
 
 @dataclass
-class VQGANConfig:
+class VQGANConfig(VQConfig):
     """Architecture, quantizer and losses of a VQGAN (defaults: the MaskGIT / MAGE ImageNet tokenizer).
 
     Architecture: base_channels x channel_mult per level (f = 2 ** (len(channel_mult) - 1)),
     num_res_blocks per encoder level (+1 in the decoder), attention at the feature-map sides in
     attn_resolutions, z_channels at the bottleneck, GroupNorm with norm_groups groups.
-    Quantizer: codebook_size codes of code_dim; codebook_update "gradient" (taming) or "ema"
-    (decay ema_decay); l2_codes = cosine lookup; kmeans_init on the first batch; restart_after:
-    re-seed codes unused for that many training steps (0 = never); usage_window for the logged usage.
+    Input and quantizer (VQConfig's fields: img_size, in_chans, codebook_size codes of code_dim,
+    beta, ema_decay, kmeans_init, kmeans_iters, restart_after, usage_window), plus codebook_update
+    "gradient" (taming) or "ema" (decay ema_decay) and l2_codes = cosine lookup.
     Losses: codebook_weight x (commitment beta + codebook term), perceptual_weight x LPIPS with the
     VGG16 weights at perceptual_path (0 = off), disc_weight x adaptive weight x hinge GAN once the
     model has done disc_start training steps (disc_factor scales both GAN terms).
     """
 
-    img_size: int = 256
-    in_chans: int = 3
     base_channels: int = 128
     channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
     num_res_blocks: int = 2
@@ -56,16 +53,8 @@ class VQGANConfig:
     z_channels: int = 256
     dropout: float = 0.0
     norm_groups: int = 32
-    codebook_size: int = 1024
-    code_dim: int = 256
-    beta: float = 0.25
     codebook_update: str = "gradient"
-    ema_decay: float = 0.99
     l2_codes: bool = False
-    kmeans_init: bool = False
-    kmeans_iters: int = 10
-    restart_after: int = 0
-    usage_window: int = 100
     codebook_weight: float = 1.0
     perceptual_weight: float = 0.0
     perceptual_path: str = ""
@@ -79,6 +68,11 @@ class VQGANConfig:
     def downsample_factor(self) -> int:
         return 2 ** (len(self.channel_mult) - 1)
 
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        side = self.img_size // self.downsample_factor
+        return side, side
+
     def validate(self, prefix: str = "model") -> None:
         if not self.channel_mult or min(self.channel_mult) < 1:
             raise ConfigError(f"{prefix}.channel_mult needs one positive multiplier per level, got {list(self.channel_mult)}")
@@ -86,19 +80,11 @@ class VQGANConfig:
         if self.img_size <= 0 or self.img_size % f:
             raise ConfigError(f"{prefix}.img_size {self.img_size} must be a positive multiple of the downsampling "
                               f"factor f = 2 ** (len(channel_mult) - 1) = {f}")
-        for name in ("in_chans", "base_channels", "num_res_blocks", "z_channels", "norm_groups", "codebook_size",
-                     "code_dim", "kmeans_iters", "usage_window", "disc_channels", "disc_layers"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{prefix}.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("beta", "codebook_weight", "perceptual_weight", "disc_weight", "disc_factor", "dropout"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{prefix}.{name} must be >= 0, got {getattr(self, name)}")
-        if self.codebook_update not in ("gradient", "ema"):
-            raise ConfigError(f"{prefix}.codebook_update must be gradient or ema, got {self.codebook_update!r}")
-        if not 0 <= self.ema_decay < 1:
-            raise ConfigError(f"{prefix}.ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.restart_after < 0 or self.disc_start < 0:
-            raise ConfigError(f"{prefix}.restart_after and {prefix}.disc_start must be >= 0")
+        self.check_minimum(prefix, 1, ("base_channels", "num_res_blocks", "z_channels", "norm_groups", "disc_channels",
+                                       "disc_layers"))
+        self.check_minimum(prefix, 0, ("codebook_weight", "perceptual_weight", "disc_weight", "disc_factor", "dropout",
+                                       "disc_start"))
+        super().validate(prefix)
         if self.perceptual_weight > 0 and not self.perceptual_path:
             raise ConfigError(f"{prefix}.perceptual_weight={self.perceptual_weight} needs {prefix}.perceptual_path "
                               f"(a VGG16 / LPIPS weights file; none can be downloaded); set the path or "
@@ -116,46 +102,29 @@ class VQGANOutput:
     codes: torch.Tensor | None = None
 
 
-class VQGAN(nn.Module):
+class VQGAN(VQTokenizer):
     """VQ autoencoder + PatchGAN discriminator; `forward(images)` is the whole training objective."""
 
-    config_class = VQGANConfig
+    method_name, config_class = "vqgan", VQGANConfig
+    reconstructs_pixels = True
+    # every tensor that decides encode/decode (not the discriminator or the training counters)
+    code_path = ("encoder.", "quant_conv.", "quantize.embedding.weight", "post_quant_conv.", "decoder.")
 
     def __init__(self, config: VQGANConfig):
-        super().__init__()
-        config.validate()
-        self.config = c = config
+        super().__init__(config)
+        c = config
         arch = dict(base_channels=c.base_channels, channel_mult=tuple(c.channel_mult), num_res_blocks=c.num_res_blocks,
                     attn_resolutions=tuple(c.attn_resolutions), resolution=c.img_size, z_channels=c.z_channels,
                     dropout=c.dropout, groups=c.norm_groups)
         self.encoder = Encoder(c.in_chans, **arch)
         self.decoder = Decoder(c.in_chans, **arch)
         self.quant_conv = nn.Conv2d(c.z_channels, c.code_dim, 1)
-        self.quantize = VectorQuantizer(c.code_dim, c.codebook_size, l2_normalize=c.l2_codes, beta=c.beta,
-                                        update=c.codebook_update, decay=c.ema_decay, kmeans_init=c.kmeans_init,
-                                        kmeans_iters=c.kmeans_iters, restart_after=c.restart_after,
-                                        usage_window=c.usage_window)
+        self.quantize = self.build_quantizer()
         self.post_quant_conv = nn.Conv2d(c.code_dim, c.z_channels, 1)
         self.loss = VQGANLoss(c.in_chans, c.disc_channels, c.disc_layers, c.disc_weight, c.disc_factor, c.disc_start,
                               c.perceptual_weight, c.codebook_weight)
         # training forwards done: the discriminator start survives a resume with the weights
         self.register_buffer("train_steps", torch.tensor(0, dtype=torch.long))
-        # the frozen perceptual network lives outside the module tree: not in state_dict / checkpoints
-        self.external: dict[str, nn.Module] = {}
-
-    # ------------------------------------------------------------------ properties
-    @property
-    def codebook_size(self) -> int:
-        return self.config.codebook_size
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        side = self.config.img_size // self.config.downsample_factor
-        return side, side
-
-    def no_weight_decay(self) -> set[str]:
-        """Parameter names the optimizer must not decay (the Trainer's param_groups reads this)."""
-        return {"quantize.embedding.weight"}
 
     def perceptual_network(self, device: torch.device):
         """The frozen LPIPS-style network (loaded from config.perceptual_path on first use), or None."""
@@ -178,23 +147,17 @@ class VQGAN(nn.Module):
             raise ValueError(f"expected images (N, {c.in_chans}, H, W) with H, W multiples of "
                              f"{c.downsample_factor}, got {tuple(images.shape)}")
 
-    def encode_features(self, images: torch.Tensor) -> torch.Tensor:
-        """images (N, C, H, W) in [0, 1] -> pre-quantisation vectors (N, h, w, code_dim)."""
-        self.check_images(images)
-        return self.quant_conv(self.encoder(images * 2 - 1)).permute(0, 2, 3, 1)
+    def vectors(self, x: torch.Tensor) -> torch.Tensor:
+        """images (N, C, H, W) in [-1, 1] -> pre-quantisation vectors (N, h, w, code_dim)."""
+        return self.quant_conv(self.encoder(x)).permute(0, 2, 3, 1)
 
     def decode_vectors(self, z: torch.Tensor) -> torch.Tensor:
         """quantised vectors (N, h, w, code_dim) -> images (N, C, H, W) in about [-1, 1]."""
         return self.decoder(self.post_quant_conv(z.permute(0, 3, 1, 2)))
 
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """images (N, C, H, W) in [0, 1] -> codes (N, h, w) int64 in [0, codebook_size)."""
-        return self.quantize.encode(self.encode_features(images))
-
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (N, h, w) int64 -> images (N, C, H, W) in [0, 1]."""
-        return ((self.decode_vectors(self.quantize.decode(codes)) + 1) / 2).clamp(0, 1)
+        return ((self.decode_codes(codes) + 1) / 2).clamp(0, 1)
 
     # ------------------------------------------------------------------ training
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> VQGANOutput:
@@ -213,9 +176,7 @@ class VQGAN(nn.Module):
             # tokenizer floor does not import the eval floor)
             mse = ((recon.detach().float() + 1) / 2).clamp(0, 1).sub(images.float()).pow(2).flatten(1).mean(1)
             psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).mean()
-        logs.update({k: v for k, v in q.stats.items()})
-        logs.update(loss=loss.detach(), psnr=psnr)
-        return VQGANOutput(loss=loss, logs=logs, recon=recon, codes=q.codes)
+        return VQGANOutput(loss=loss, logs=vq_logs(q, logs, loss=loss, psnr=psnr), recon=recon, codes=q.codes)
 
     # ------------------------------------------------------------------ downstream
     @torch.no_grad()
@@ -223,12 +184,8 @@ class VQGAN(nn.Module):
         """For pictures: images (N, C, H, W) in [0, 1] -> {"original", "reconstruction"} (N, C, H, W)."""
         return {"original": images, "reconstruction": self.decode(self.encode(images))}
 
-    def fingerprint(self) -> str:
-        """sha256 over the class, architecture and every tensor that decides encode/decode (encoder,
-        quant convs, codebook, decoder; not the discriminator or the training counters)."""
-        header = f"{type(self).__qualname__}:f{self.config.downsample_factor}:l2={self.config.l2_codes}"
-        return state_fingerprint(header, self.state_dict(),
-                                 lambda key: not key.startswith("loss.") and key not in BOOKKEEPING)
+    def fingerprint_tag(self) -> str:
+        return f"f{self.config.downsample_factor}:l2={self.config.l2_codes}"
 
 
 # ------------------------------------------------------------------------------ presets

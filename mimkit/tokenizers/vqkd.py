@@ -34,23 +34,20 @@ from torch import nn
 from ..errors import ConfigError
 from ..nn import Block, Linear, PatchEmbed, sincos_2d, to_pair
 from ..nn.init import beit_normal_, init_vit_weights_, rescale_residual_outputs_
-from ..nn.vector_quantizer import VectorQuantizer
-from .fingerprint import state_fingerprint
-
-# Weights that decide the codes (the fingerprint covers exactly these prefixes).
-CODE_PATH = ("encoder.", "encode_task_layer.", "quantize.embedding.weight")
+from .vq_tokenizer import VQConfig, VQTokenizer, vq_logs
 
 
 @dataclass
-class VQKDConfig:
+class VQKDConfig(VQConfig):
     """Architecture, quantizer and teacher of a VQ-KD tokenizer (defaults: the paper's ViT-B/16).
 
     Encoder: a ViT of embed_dim x depth (num_heads) on patch_size patches of img_size images with
     in_chans channels. Decoder: decoder_depth blocks of decoder_embed_dim on the (h, w) code grid.
     pos_embed: fixed 2-D sin-cos tables, trained further when learned_pos_embed (unilm learns them).
-    Quantizer: codebook_size codes of code_dim, cosine lookup, EMA decay ema_decay, k-means init
-    (kmeans_iters) on the first batch, restart of codes unused for restart_after training steps
-    (0 = never), usage counted over usage_window steps; beta = commitment weight.
+    Quantizer (VQConfig's fields): codebook_size codes of code_dim, always a cosine lookup (l2_codes)
+    and an EMA codebook (codebook_update) of decay ema_decay, k-means init (kmeans_iters) on the first
+    batch, restart of codes unused for restart_after training steps (0 = never), usage counted over
+    usage_window steps; beta = commitment weight.
     Teacher: `teacher` = a mimkit checkpoint / run folder (e.g. an MAE), or a directory of a
     Hugging Face vision model; teacher_dim = its feature size D (0 = read from the teacher when
     training starts; a saved config has it, so the tokenizer loads without its teacher).
@@ -58,7 +55,6 @@ class VQKDConfig:
 
     img_size: int = 224
     patch_size: int = 16
-    in_chans: int = 3
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
@@ -71,14 +67,14 @@ class VQKDConfig:
     codebook_size: int = 8192
     code_dim: int = 32
     beta: float = 1.0
-    ema_decay: float = 0.99
     kmeans_init: bool = True
-    kmeans_iters: int = 10
-    restart_after: int = 0
-    usage_window: int = 100
     teacher: str = ""
     teacher_dim: int = 0
     attn_impl: str = "auto"
+
+    # BEiT v2's quantizer: not fields (unilm has no other)
+    l2_codes = True
+    codebook_update = "ema"
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -92,13 +88,9 @@ class VQKDConfig:
             d, h = getattr(self, dim), getattr(self, heads)
             if d <= 0 or h <= 0 or d % h or d % 4:
                 raise ConfigError(f"{prefix}.{dim}={d} must be positive, divisible by 4 and by {prefix}.{heads}={h}")
-        for name in ("in_chans", "depth", "decoder_depth", "codebook_size", "code_dim", "kmeans_iters", "usage_window"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{prefix}.{name} must be >= 1, got {getattr(self, name)}")
-        if self.beta < 0 or self.restart_after < 0 or self.teacher_dim < 0:
-            raise ConfigError(f"{prefix}.beta, {prefix}.restart_after and {prefix}.teacher_dim must be >= 0")
-        if not 0 <= self.ema_decay < 1:
-            raise ConfigError(f"{prefix}.ema_decay must be in [0, 1), got {self.ema_decay}")
+        self.check_minimum(prefix, 1, ("depth", "decoder_depth"))
+        self.check_minimum(prefix, 0, ("teacher_dim",))
+        super().validate(prefix)
 
 
 @dataclass
@@ -156,21 +148,21 @@ class PatchTransformer(nn.Module):
         return self.norm(h[:, 1:])
 
 
-class VQKD(nn.Module):
+class VQKD(VQTokenizer):
     """Vector-quantised knowledge distillation tokenizer; `forward(images)` is the training loss."""
 
-    config_class = VQKDConfig
+    method_name, config_class = "vqkd", VQKDConfig
+    distils_teacher = True
+    # the weights that decide the codes (not the decoder or the teacher)
+    code_path = ("encoder.", "encode_task_layer.", "quantize.embedding.weight")
 
     def __init__(self, config: VQKDConfig):
-        super().__init__()
-        config.validate()
-        self.config = c = config
+        super().__init__(config)
+        c = config
         self.encoder = PatchTransformer(c.img_size, c.patch_size, c.in_chans, c.embed_dim, c.depth, c.num_heads,
                                         c.mlp_ratio, c.norm_eps, c.learned_pos_embed, c.attn_impl)
         self.encode_task_layer = task_layer(c.embed_dim, c.code_dim)
-        self.quantize = VectorQuantizer(c.code_dim, c.codebook_size, l2_normalize=True, beta=c.beta, update="ema",
-                                        decay=c.ema_decay, kmeans_init=c.kmeans_init, kmeans_iters=c.kmeans_iters,
-                                        restart_after=c.restart_after, usage_window=c.usage_window)
+        self.quantize = self.build_quantizer()
         self.decoder = PatchTransformer(c.grid_size, 1, c.code_dim, c.decoder_embed_dim, c.decoder_depth,
                                         c.decoder_num_heads, c.mlp_ratio, c.norm_eps, c.learned_pos_embed,
                                         c.attn_impl)
@@ -180,18 +172,8 @@ class VQKD(nn.Module):
         self.decoder.reset_parameters()
         for layer in (self.encode_task_layer, self.decode_task_layer):
             init_vit_weights_(layer, beit_normal_)
-        # the frozen teacher lives outside the module tree: not in state_dict / checkpoints
-        self.external: dict[str, nn.Module] = {}
 
     # ------------------------------------------------------------------ properties
-    @property
-    def codebook_size(self) -> int:
-        return self.config.codebook_size
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        return self.encoder.grid_size
-
     @property
     def feature_dim(self) -> int:
         """D of the predicted teacher features."""
@@ -199,8 +181,8 @@ class VQKD(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """Names the optimizer must not decay (unilm's list; the codebook has no gradient anyway)."""
-        return {"quantize.embedding.weight", "encoder.cls_token", "encoder.pos_embed",
-                "decoder.cls_token", "decoder.pos_embed"}
+        return super().no_weight_decay() | {"encoder.cls_token", "encoder.pos_embed", "decoder.cls_token",
+                                            "decoder.pos_embed"}
 
     # ------------------------------------------------------------------ teacher
     def attach_teacher(self, teacher) -> None:
@@ -242,25 +224,19 @@ class VQKD(nn.Module):
         if images.ndim != 4 or tuple(images.shape[1:]) != (c.in_chans, c.img_size, c.img_size):
             raise ValueError(f"expected images (N, {c.in_chans}, {c.img_size}, {c.img_size}), got {tuple(images.shape)}")
 
-    def encode_features(self, images: torch.Tensor) -> torch.Tensor:
-        """images (N, C, H, W) in [0, 1] -> pre-quantisation vectors (N, h, w, code_dim)."""
-        self.check_images(images)
-        z = self.encode_task_layer(self.encoder(images * 2 - 1))  # (N, L, code_dim)
+    def vectors(self, x: torch.Tensor) -> torch.Tensor:
+        """images (N, C, H, W) in [-1, 1] -> pre-quantisation vectors (N, h, w, code_dim)."""
+        z = self.encode_task_layer(self.encoder(x))  # (N, L, code_dim)
         return z.view(z.shape[0], *self.grid_size, -1)
 
     def decode_vectors(self, quantized: torch.Tensor) -> torch.Tensor:
         """quantised vectors (N, h, w, code_dim) -> predicted teacher features (N, L, D)."""
         return self.decode_task_layer(self.decoder(quantized.permute(0, 3, 1, 2)))
 
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """images (N, C, H, W) in [0, 1] -> codes (N, h, w) int64 in [0, codebook_size)."""
-        return self.quantize.encode(self.encode_features(images))
-
     def features_from_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (N, h, w) int64 -> predicted teacher features (N, L, D) (the codes' l2-normalised vectors
         through the decoder)."""
-        return self.decode_vectors(self.quantize.decode(codes))
+        return self.decode_codes(codes)
 
     # ------------------------------------------------------------------ training
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> VQKDOutput:
@@ -273,17 +249,12 @@ class VQKD(nn.Module):
         cosine = F.cosine_similarity(pred.float(), target.float(), dim=-1).mean()  # over N and L
         rec_loss = 1 - cosine
         loss = rec_loss + q.loss  # q.loss = beta * commitment (EMA codebook: no codebook term)
-        logs = {k: v for k, v in q.stats.items()}
-        logs.update(loss=loss.detach(), rec_loss=rec_loss.detach(), cosine=cosine.detach())
+        logs = vq_logs(q, loss=loss, rec_loss=rec_loss, cosine=cosine)
         return VQKDOutput(loss=loss, logs=logs, pred=pred, target=target, codes=q.codes)
 
     # ------------------------------------------------------------------ downstream
-    def fingerprint(self) -> str:
-        """sha256 over the class, the architecture and every tensor that decides the codes (encoder,
-        encode_task_layer, codebook); not the decoder, the teacher or the training counters."""
-        c = self.config
-        return state_fingerprint(f"{type(self).__qualname__}:p{c.patch_size}:img{c.img_size}", self.state_dict(),
-                                 lambda key: key.startswith(CODE_PATH))
+    def fingerprint_tag(self) -> str:
+        return f"p{self.config.patch_size}:img{self.config.img_size}"
 
 
 # ------------------------------------------------------------------------------ presets
