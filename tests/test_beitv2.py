@@ -260,8 +260,9 @@ def test_unilm_checkpoint_loads_with_no_missing_key_and_equal_outputs(tmp_path):
 # ------------------------------------------------------------------ end to end
 def test_trains_from_a_tokenizer_run_folder(tmp_path):
     from mimkit.config import load_config, to_dict
-    from mimkit.engine.checkpoint import load_model, save_checkpoint
-    from mimkit.methods import build_model
+    from mimkit.registry import load_model
+    from mimkit.engine.checkpoint import save_checkpoint
+    from mimkit.registry import build_model
     from mimkit.train import train
 
     tok_cfg = load_config("vqkd_fmnist", ["model.embed_dim=16", "model.depth=1", "model.num_heads=2",

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from mimkit.config import RunConfig, load_config, to_dict
-from mimkit.engine.checkpoint import load_model, save_checkpoint
+from mimkit.registry import load_model
+from mimkit.engine.checkpoint import save_checkpoint
 from mimkit.errors import ConfigError
-from mimkit.methods import build_model
+from mimkit.registry import build_model
 from mimkit.methods.revcolv2 import RevColV2, RevColV2Config
 
 

@@ -184,3 +184,81 @@ def test_class_conditional_mage_uses_the_class_row():
     a = model.token_logits(tokens, torch.tensor([0, 0]))
     b = model.token_logits(tokens, torch.tensor([1, 1]))
     assert not torch.allclose(a, b) and torch.allclose(a[0], a[1], atol=1e-6)
+
+
+# ------------------------------------------------------------------ generators and configs
+def labelled_batch():
+    torch.manual_seed(11)
+    return torch.randint(16, (8, 4, 4)), torch.tensor([0, 1, 2, -1, 1, 0, 2, 1])
+
+
+@pytest.mark.parametrize("make", [tiny_maskgit, tiny_mage, lambda **kw: tiny_mage(contrastive_weight=0.5, **kw)],
+                         ids=["maskgit", "mage", "mage_c"])
+def test_a_generator_fixes_masks_ratio_label_dropout_and_loss_without_touching_the_global_rng(make):
+    model = make(num_classes=3, label_dropout=0.5).train()  # dropout 0: the generator's draws are all there are
+    tokens, labels = labelled_batch()
+    views = {"tokens_2": tokens.flip(-1)} if getattr(model.config, "contrastive_weight", 0) > 0 else {}
+    state = torch.get_rng_state()
+    runs = [model(tokens=tokens, labels=labels, generator=torch.Generator().manual_seed(seed), **views)
+            for seed in (0, 0, 1)]
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(runs[0].loss, runs[1].loss) and not torch.equal(runs[0].loss, runs[2].loss)
+    assert all(torch.equal(runs[0].logs[k], runs[1].logs[k]) for k in runs[0].logs)
+    if isinstance(model, MAGE):
+        masks = [model.draw_masks(8, "cpu", torch.Generator().manual_seed(seed)) for seed in (0, 0, 1)]
+        assert torch.equal(masks[0][0], masks[1][0]) and torch.equal(masks[0][1], masks[1][1])
+        assert masks[0][2] == masks[1][2] != masks[2][2]
+        assert runs[0].logs["mask_ratio"].item() == torch.tensor(masks[0][2]).item()  # logged as float32
+        assert not torch.equal(masks[0][1], masks[2][1])
+    else:
+        masks = [model.draw_mask(8, "cpu", torch.Generator().manual_seed(seed)) for seed in (0, 0, 1)]
+        assert torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], masks[2])
+        assert runs[0].logs["mask_fraction"].item() == masks[0].float().mean().item()
+    rows = [model.class_rows(labels, 8, "cpu", torch.Generator().manual_seed(seed)) for seed in (0, 0, 1)]
+    assert torch.equal(rows[0], rows[1]) and not torch.equal(rows[0], rows[2])
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_maskgit_draws_from_the_generator_as_from_the_global_rng():
+    """The same calls in the same order: first r (N,), then the order (N, L), then label dropout."""
+    model = tiny_maskgit(num_classes=3, label_dropout=0.5, schedule="linear").train()
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    g, ref = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    r, order = torch.rand(6, generator=ref), torch.rand(6, 16, generator=ref)
+    mask = model.draw_mask(6, "cpu", g)
+    assert torch.equal(mask, order.argsort(1).argsort(1) < torch.ceil((1 - r) * 16).clamp(1, 16).long()[:, None])
+    dropped = torch.rand(6, generator=ref) < 0.5
+    assert torch.equal(model.class_rows(labels, 6, "cpu", g), torch.where(dropped, 3, labels))
+    # without a generator: the global RNG, exactly as before generators were added
+    torch.manual_seed(5)
+    r, order, dropped = torch.rand(6), torch.rand(6, 16), torch.rand(6) < 0.5
+    torch.manual_seed(5)
+    counts = torch.ceil((1 - r) * 16).long()
+    assert torch.equal(model.draw_mask(6, "cpu"), order.argsort(1).argsort(1) < counts[:, None])
+    assert torch.equal(model.class_rows(labels, 6, "cpu"), torch.where(dropped, 3, labels))
+
+
+def test_mage_draws_the_ratio_then_the_order_from_the_generator():
+    model = tiny_mage()
+    g, ref = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    mask, ids_keep, ratio = model.draw_masks(4, "cpu", g)
+    assert ratio == truncated_normal_ratio(generator=ref)
+    order = torch.rand(4, 16, generator=ref).argsort(1)
+    assert torch.equal(ids_keep, order[:, 8:].sort(1).values)
+    assert torch.equal(mask, order.argsort(1) < math.ceil(ratio * 16))
+
+
+def test_token_model_configs_keep_their_field_names_and_defaults():
+    """The shared bases (TransformerConfig, TokenModelConfig) changed where the fields are declared,
+    not their names or defaults (config.json of older checkpoints still loads)."""
+    from mimkit.config_schema import from_dict, to_dict
+    shared = {"tokenizer": "", "tokenizer_config": {}, "num_classes": 0, "label_dropout": 0.1, "label_smoothing": 0.1,
+              "embed_dim": 768, "mlp_ratio": 4.0, "dropout": 0.1, "norm_eps": 1e-6, "attn_impl": "auto"}
+    assert to_dict(MaskGITConfig()) == shared | {"depth": 24, "num_heads": 16, "schedule": "cosine"}
+    assert to_dict(MAGEConfig()) == shared | {
+        "depth": 12, "num_heads": 12, "decoder_embed_dim": 768, "decoder_depth": 8, "decoder_num_heads": 16,
+        "mask_ratio_mean": 0.55, "mask_ratio_std": 0.25, "mask_ratio_min": 0.5, "mask_ratio_max": 1.0,
+        "drop_ratio": 0.5, "contrastive_weight": 0.0, "contrastive_temperature": 0.2, "projection_hidden_dim": 2048,
+        "projection_dim": 256}
+    for cls in (MaskGITConfig, MAGEConfig):
+        assert from_dict(cls, to_dict(cls())) == cls()

@@ -26,18 +26,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..nn import Block, BlockMasking, Linear, PatchEmbed, RelativePositionBias, num_masked_patches, pool_tokens, to_pair
+from ..nn import Block, BlockMasking, Linear, PatchEmbed, RelativePositionBias, num_masked_patches, pool_tokens
 from ..nn.init import beit_normal_, init_vit_weights_, rescale_residual_outputs_
-from .mae import MAE
 from .output import Output
+from .pixel_reconstruction import PixelPatches
 from .pixel_statistics import check_pixel_statistics, register_pixel_statistics
-from .vit_checks import check_patch_grid
 from .token_model import FrozenTokenizerConfig, FrozenTokenizerModel
+from .vit_config import ViTConfig, check_patch_grid
 
 
 @dataclass
-class BEiTv2Config(FrozenTokenizerConfig):
-    """The ViT, the aggregation head and the block masking (tokenizer fields: FrozenTokenizerConfig).
+class BEiTv2Config(FrozenTokenizerConfig, ViTConfig):
+    """The ViT, the aggregation head and the block masking (tokenizer fields: FrozenTokenizerConfig;
+    the patch grid, width and pixel normalisation: ViTConfig).
 
     layer_scale: initial per-channel residual scale (0 = no layer scale). early_layers: the block
     whose patch tokens feed the aggregation head; head_layers: its extra blocks (0 = no head).
@@ -51,14 +52,7 @@ class BEiTv2Config(FrozenTokenizerConfig):
     patch's target is standardised by its own mean and std, as MAE's).
     """
 
-    img_size: int | tuple[int, int] = 224
-    patch_size: int = 16
-    in_chans: int = 3
-    embed_dim: int = 768
     depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    norm_eps: float = 1e-6
     layer_scale: float = 0.1
     drop_path: float = 0.1
     abs_pos_embed: bool = False
@@ -69,16 +63,8 @@ class BEiTv2Config(FrozenTokenizerConfig):
     min_mask_patches: int = 16
     max_mask_patches: int = 0
     mask_min_aspect: float = 0.3
-    pixel_mean: tuple[float, ...] = ()
-    pixel_std: tuple[float, ...] = ()
-    attn_impl: str = "auto"
     target: str = "codes"
     norm_pix_loss: bool = True
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        h, w = to_pair(self.img_size)
-        return h // self.patch_size, w // self.patch_size
 
     @property
     def masked_count(self) -> int:
@@ -126,14 +112,12 @@ class BEiTv2Output(Output):
     targets: torch.Tensor | None = None
 
 
-class BEiTv2(FrozenTokenizerModel):
-    """ViT + shared MIM head + patch-aggregation head over a frozen tokenizer's codes."""
+class BEiTv2(PixelPatches, FrozenTokenizerModel):
+    """ViT + shared MIM head + patch-aggregation head over a frozen tokenizer's codes
+    (normalisation and target="pixels"'s patch targets: PixelPatches)."""
 
-    config_class = BEiTv2Config
+    method_name, config_class = "beitv2", BEiTv2Config
     tokenizer_needs = ("encode", "codebook_size", "grid_size")
-    # target="pixels": MAE's patch helpers as they are (they read config.patch_size / norm_pix_loss)
-    patchify = MAE.patchify
-    pixel_target = MAE.target
 
     def __init__(self, config: BEiTv2Config):
         config.validate()
@@ -189,14 +173,6 @@ class BEiTv2(FrozenTokenizerModel):
     @property
     def codebook_size(self) -> int:
         return self.tokenizer.codebook_size
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        return self.patch_embed.grid_size
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """[0, 1] images (N, C, H, W) -> ViT input (x - mean) / std."""
-        return (images - self.pixel_mean) / self.pixel_std
 
     def draw_mask(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
         """(N, L) bool block masks of exactly config.masked_count hidden patches."""
@@ -277,7 +253,7 @@ class BEiTv2(FrozenTokenizerModel):
         normalised pixels (M, p*p*C) with MSE; loss = MSE(MIM head) + MSE(aggregation head)."""
         n = len(images)
         mask = self.draw_mask(n, images.device, generator) if mask is None else mask.reshape(n, -1).bool()
-        target = self.pixel_target(self.normalize(images))[mask]
+        target = self.target(self.normalize(images))[mask]
         last, early = self.forward_encoder(images, mask, keep_early=bool(self.cls_pt_layers))
         loss = loss_mim = F.mse_loss(self.mim_logits(last, mask).float(), target)
         logs = {"loss_mim": loss_mim.detach()}

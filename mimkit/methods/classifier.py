@@ -15,6 +15,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..nn import to_pair
+from .base import Method
 from .output import Output
 from .pixel_statistics import check_pixel_statistics, register_pixel_statistics
 
@@ -75,10 +76,10 @@ def conv_norm_relu(c_in: int, c_out: int, config: ClassifierConfig) -> nn.Sequen
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), norm, nn.ReLU(inplace=True))
 
 
-class Classifier(nn.Module):
+class Classifier(Method):
     """Conv stages -> global average pool -> dropout -> linear; trained with cross-entropy."""
 
-    config_class = ClassifierConfig
+    method_name, config_class = "classifier", ClassifierConfig
 
     def __init__(self, config: ClassifierConfig):
         super().__init__()

@@ -12,43 +12,32 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..nn import (MASK_TYPES, Block, Linear, PatchEmbed, gather_tokens, mask_noise, patchify, pool_tokens,
-                  random_masking, sincos_2d, unpatchify)
-from ..nn.init import init_vit_weights_, xavier_patch_embed_
-from .output import Output
+from ..nn import MASK_TYPES, Block, Linear, mask_noise, pool_tokens, restore_order, sincos_2d
+from ..nn.init import init_vit_weights_
+from .base import Method
+from .pixel_reconstruction import MAEOutput, PixelReconstruction
 from .pixel_statistics import check_pixel_statistics, register_pixel_statistics
-from .vit_checks import check_mask_ratio, check_patch_grid, check_width_heads
-
+from .vit_config import ViTConfig, check_mask_ratio, check_patch_grid, check_width_heads
 
 
 @dataclass
-class MAEConfig:
-    """Architecture and objective of an MAE. Images enter in [0, 1] and are normalised with
-    pixel_mean / pixel_std (one value per channel, or one value for all; empty = measured on the
-    run's own images when `mimkit.train` starts a run, see mimkit.methods.pixel_statistics).
+class MAEConfig(ViTConfig):
+    """Architecture and objective of an MAE (the encoder's patch grid, width and pixel
+    normalisation: ViTConfig; ViT-L by default).
 
     mask_type: which patches training hides (mimkit.nn.mask_noise): "random" (the paper's
     default), "block" (BEiT-style rectangles, min area 16 patches of 196 scaled to the grid) or
     "grid" (keep one patch of every 2x2 cell)."""
 
-    img_size: int | tuple[int, int] = 224
-    patch_size: int = 16
-    in_chans: int = 3
     embed_dim: int = 1024
-    depth: int = 24
     num_heads: int = 16
+    depth: int = 24
     decoder_embed_dim: int = 512
     decoder_depth: int = 8
     decoder_num_heads: int = 16
-    mlp_ratio: float = 4.0
-    norm_eps: float = 1e-6
     mask_ratio: float = 0.75
     mask_type: str = "random"
     norm_pix_loss: bool = False
-    pixel_mean: tuple[float, ...] = ()
-    pixel_std: tuple[float, ...] = ()
-    drop_path: float = 0.0
-    attn_impl: str = "auto"
 
     def validate(self, prefix: str = "model") -> None:
         check_mask_ratio(self, prefix)
@@ -59,27 +48,18 @@ class MAEConfig:
         check_pixel_statistics(self, prefix)
 
 
-@dataclass
-class MAEOutput(Output):
-    """pred: (N, L, p*p*C) predicted (normalised) patches; mask: (N, L), 1 = hidden."""
+class MAE(PixelReconstruction, Method):
+    """Masked autoencoder with a ViT encoder and a light ViT decoder (pixel helpers, objective and
+    pictures: PixelReconstruction)."""
 
-    pred: torch.Tensor | None = None
-    mask: torch.Tensor | None = None
-
-
-class MAE(nn.Module):
-    """Masked autoencoder with a ViT encoder and a light ViT decoder."""
-
-    config_class = MAEConfig
+    method_name, config_class = "mae", MAEConfig
+    reconstructs_pixels = True
 
     def __init__(self, config: MAEConfig):
         super().__init__()
         config.validate()
         self.config = c = config
-        self.patch_embed = PatchEmbed(c.img_size, c.patch_size, c.in_chans, c.embed_dim)
-        grid, length = self.patch_embed.grid_size, self.patch_embed.num_patches
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, length + 1, c.embed_dim), requires_grad=False)
+        self.build_encoder_input()  # patch_embed, cls_token, pos_embed
         rates = torch.linspace(0, c.drop_path, c.depth).tolist()
         self.blocks = nn.ModuleList(Block(c.embed_dim, c.num_heads, c.mlp_ratio, drop_path=r, norm_eps=c.norm_eps,
                                           attn_impl=c.attn_impl) for r in rates)
@@ -87,7 +67,8 @@ class MAE(nn.Module):
 
         self.decoder_embed = Linear(c.embed_dim, c.decoder_embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_embed_dim))
-        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, length + 1, c.decoder_embed_dim), requires_grad=False)
+        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, c.decoder_embed_dim),
+                                              requires_grad=False)
         self.decoder_blocks = nn.ModuleList(Block(c.decoder_embed_dim, c.decoder_num_heads, c.mlp_ratio,
                                                   norm_eps=c.norm_eps, attn_impl=c.attn_impl)
                                             for _ in range(c.decoder_depth))
@@ -100,121 +81,63 @@ class MAE(nn.Module):
     # ------------------------------------------------------------------ init
     def reset_parameters(self) -> None:
         """MAE's init: fixed sin-cos positions, xavier-uniform linears, N(0, 0.02) tokens."""
-        grid = self.patch_embed.grid_size
-        self.pos_embed.data.copy_(sincos_2d(self.config.embed_dim, grid, cls_token=True)[None])
-        self.decoder_pos_embed.data.copy_(sincos_2d(self.config.decoder_embed_dim, grid, cls_token=True)[None])
-        xavier_patch_embed_(self.patch_embed)
-        nn.init.normal_(self.cls_token, std=0.02)
+        self.reset_encoder_input()
+        decoder_pos = sincos_2d(self.config.decoder_embed_dim, self.grid_size, cls_token=True)
+        self.decoder_pos_embed.data.copy_(decoder_pos[None])
         nn.init.normal_(self.mask_token, std=0.02)
         init_vit_weights_(self)
 
-    # ------------------------------------------------------------ helpers
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        return self.patch_embed.grid_size
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """[0, 1] images (N, C, H, W) -> model input (x - mean) / std."""
-        return (images - self.pixel_mean) / self.pixel_std
-
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Model-space images (N, C, H, W) -> [0, 1] pixel space (not clamped)."""
-        return x * self.pixel_std + self.pixel_mean
-
-    def patchify(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, L, p*p*C)."""
-        return patchify(x, self.config.patch_size)
-
-    def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
-        """(N, L, p*p*C) -> (N, C, H, W)."""
-        return unpatchify(patches, self.config.patch_size, self.grid_size, self.config.in_chans)
-
-    def target(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised images (N, C, H, W) -> regression target (N, L, p*p*C)."""
-        target = self.patchify(x)
-        if self.config.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1e-6) ** 0.5
-        return target
-
     # ------------------------------------------------------------- stages
-    def forward_encoder(self, x: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None):
-        """Normalised images (N, C, H, W) -> (latent (N, 1+K, D), mask (N, L), ids_restore (N, L))."""
-        # Mask the raw patches and embed only the kept ones: the same tokens as embedding all
-        # and then masking (the projection is per patch), for a quarter of the work and with no
-        # gather in the backward pass.
-        patches = self.patch_embed.patches(x)
-        if noise is None and self.config.mask_type != "random":
-            noise = self.structured_noise(x.shape[0], patches.shape[1], mask_ratio, x.device)
-        masked = random_masking(patches, mask_ratio, noise=noise)
-        pos = gather_tokens(self.pos_embed[:, 1:, :].expand(x.shape[0], -1, -1), masked.ids_keep)
-        tokens = self.patch_embed.embed(masked.kept) + pos  # (N, K, D)
-        cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
-        h = torch.cat([cls, tokens], dim=1)
+    def forward_encoder(self, x: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None,
+                        generator: torch.Generator | None = None):
+        """Normalised images (N, C, H, W) -> (latent (N, 1+K, D), mask (N, L), ids_restore (N, L));
+        noise (N, L) fixes the mask, else it is drawn with `generator` (or the global RNG)."""
+        h, masked = self.embed_visible(x, mask_ratio, noise, generator)
         for block in self.blocks:
             h = block(h)
         return self.norm(h), masked.mask, masked.ids_restore
 
-    def structured_noise(self, n: int, length: int, mask_ratio: float, device) -> torch.Tensor:
-        """(N, L) noise whose int(L * (1 - mask_ratio)) smallest entries follow config.mask_type."""
+    def draw_noise(self, n: int, length: int, mask_ratio: float, device,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """Uniform noise for mask_type="random", else `structured_noise`."""
+        if self.config.mask_type == "random":
+            return super().draw_noise(n, length, mask_ratio, device, generator)
+        return self.structured_noise(n, length, mask_ratio, device, generator)
+
+    def structured_noise(self, n: int, length: int, mask_ratio: float, device,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+        """(N, L) noise whose int(L * (1 - mask_ratio)) smallest entries follow config.mask_type
+        (drawn on the CPU: `generator` is a CPU generator)."""
         keep = int(length * (1 - mask_ratio))
         min_block = max(1, round(16 * length / 196))  # BEiT's 16 of a 14x14 grid, scaled to this grid
-        return mask_noise(self.config.mask_type, n, self.grid_size, keep, min_block=min_block, device=device)
+        return mask_noise(self.config.mask_type, n, self.grid_size, keep, min_block=min_block, generator=generator,
+                          device=device)
 
     def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
         """latent (N, 1+K, D), ids_restore (N, L) -> predicted patches (N, L, p*p*C)."""
-        h = self.decoder_embed(latent)
-        n, length = ids_restore.shape
-        hidden = self.mask_token.expand(n, length + 1 - h.shape[1], -1)
-        # [cls; kept; mask tokens] -> [cls; patches in image order] in one gather (unshuffle)
-        order = torch.cat([ids_restore.new_zeros(n, 1), ids_restore + 1], dim=1)  # (N, 1+L)
-        h = gather_tokens(torch.cat([h, hidden], dim=1), order) + self.decoder_pos_embed
+        # [cls; kept] + mask tokens -> [cls; patches in image order] in one gather (unshuffle)
+        h = restore_order(self.decoder_embed(latent), self.mask_token, ids_restore) + self.decoder_pos_embed
         for block in self.decoder_blocks:
             h = block(h)
         return self.decoder_pred(self.decoder_norm(h))[:, 1:, :]
 
-    def forward_loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean squared error over the hidden patches only."""
-        per_patch = (pred - self.target(x)).pow(2).mean(dim=-1)  # (N, L)
-        return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
-
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
-                noise: torch.Tensor | None = None, mask_ratio: float | None = None) -> MAEOutput:
-        """images (N, C, H, W) in [0, 1]; labels are ignored (MAE is self-supervised)."""
+                noise: torch.Tensor | None = None, mask_ratio: float | None = None,
+                generator: torch.Generator | None = None) -> MAEOutput:
+        """images (N, C, H, W) in [0, 1]; labels are ignored (MAE is self-supervised); noise (N, L)
+        or `generator` fixes the mask."""
         ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
         x = self.normalize(images)
-        latent, mask, ids_restore = self.forward_encoder(x, ratio, noise)
+        latent, mask, ids_restore = self.forward_encoder(x, ratio, noise, generator)
         pred = self.forward_decoder(latent, ids_restore)
         loss = self.forward_loss(x, pred, mask)
         return MAEOutput(loss=loss, logs={"loss": loss.detach()}, pred=pred, mask=mask)
 
     # ---------------------------------------------------- downstream use
-    @torch.no_grad()
-    def reconstruct(self, images: torch.Tensor, noise: torch.Tensor | None = None,
-                    mask_ratio: float | None = None) -> dict:
-        """For pictures: images (N, C, H, W) in [0, 1] -> dict of [0, 1] images (N, C, H, W):
-        masked (hidden patches grey), reconstruction (pred, visible patches pasted back), original,
-        and `mask` (N, L). norm_pix predictions are un-normalised with each patch's true mean/var."""
-        out = self(images, noise=noise, mask_ratio=mask_ratio)
-        x = self.normalize(images)
-        pred = out.pred
-        if self.config.norm_pix_loss:
-            target = self.patchify(x)
-            pred = pred * (target.var(dim=-1, keepdim=True) + 1e-6) ** 0.5 + target.mean(dim=-1, keepdim=True)
-        hidden = out.mask.unsqueeze(-1)
-        pasted = self.patchify(x) * (1 - hidden) + pred * hidden
-        recon = self.denormalize(self.unpatchify(pasted)).clamp(0, 1)
-        mask_img = self.unpatchify(hidden.expand(-1, -1, pred.shape[-1]))
-        masked = images * (1 - mask_img) + 0.5 * mask_img
-        return {"masked": masked, "reconstruction": recon, "original": images, "mask": out.mask}
-
     def encode_unmasked(self, images: torch.Tensor) -> torch.Tensor:
         """images (N, C, H, W) in [0, 1] -> the unmasked encoder's normed tokens (N, 1+L, D), cls
         first, patches in image (row-major) order."""
-        n, length = images.shape[0], self.patch_embed.num_patches
-        in_order = torch.arange(length, device=images.device, dtype=torch.float32).expand(n, -1)
-        # increasing noise keeps every patch in image order and leaves the global RNG untouched
+        in_order = self.in_order_noise(images.shape[0], self.patch_embed.num_patches, images.device)
         latent, _, _ = self.forward_encoder(self.normalize(images), 0.0, noise=in_order)
         return latent
 

@@ -21,25 +21,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..nn import Block, Linear, TiedTokenHead, TokenEmbedding, gather_tokens, pool_tokens, truncated_normal_ratio
-from .maskgit import init_token_transformer, validate_transformer
+from ..nn import Linear, TiedTokenHead, gather_tokens, pool_tokens, truncated_normal_ratio, uniform_noise
 from .output import Output
 from .token_model import MaskedTokenModel, TokenModelConfig
 
 
 @dataclass
 class MAGEConfig(TokenModelConfig):
-    """Encoder-decoder sizes, the variable mask ratio, token dropping and MAGE-C's contrastive head."""
+    """The decoder's size, the variable mask ratio, token dropping and MAGE-C's contrastive head
+    (tokenizer, classes and the encoder's size, ViT-B by default: see TokenModelConfig)."""
 
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
     decoder_embed_dim: int = 768
     decoder_depth: int = 8
     decoder_num_heads: int = 16
-    mlp_ratio: float = 4.0
-    dropout: float = 0.1
-    norm_eps: float = 1e-6
     mask_ratio_mean: float = 0.55
     mask_ratio_std: float = 0.25
     mask_ratio_min: float = 0.5
@@ -49,11 +43,9 @@ class MAGEConfig(TokenModelConfig):
     contrastive_temperature: float = 0.2
     projection_hidden_dim: int = 2048
     projection_dim: int = 256
-    attn_impl: str = "auto"
 
     def validate(self, prefix: str = "model") -> None:
-        self.validate_tokens(prefix)
-        validate_transformer(self, prefix, ("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads"))
+        self.validate_tokens(prefix, (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")))
         if not 0.0 <= self.mask_ratio_min <= self.mask_ratio_max <= 1.0 or self.mask_ratio_std < 0:
             raise ConfigError(f"{prefix}.mask_ratio_min/max must satisfy 0 <= min <= max <= 1 and mask_ratio_std "
                               f">= 0, got [{self.mask_ratio_min}, {self.mask_ratio_max}], std {self.mask_ratio_std}")
@@ -80,53 +72,63 @@ def info_nce(z: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.T
 class MAGE(MaskedTokenModel):
     """ViT encoder-decoder over VQ tokens with a variable mask ratio and token dropping."""
 
-    config_class = MAGEConfig
+    method_name, config_class = "mage", MAGEConfig
+
+    @classmethod
+    def input_views(cls, config: MAGEConfig) -> int:
+        """MAGE-C (contrastive_weight > 0) trains on two views of every image, MAGE on one."""
+        return 2 if config.contrastive_weight > 0 else 1
 
     def __init__(self, config: MAGEConfig):
         config.validate()
         super().__init__(config)
         c, d, dd = config, config.embed_dim, config.decoder_embed_dim
-        length = self.num_tokens
-        self.embed = TokenEmbedding(self.codebook_size + 1, c.num_classes + 1, length, d, c.dropout, c.norm_eps)
-        self.blocks = nn.ModuleList(Block(d, c.num_heads, c.mlp_ratio, dropout=c.dropout, attn_drop=c.dropout,
-                                          norm_eps=c.norm_eps, attn_impl=c.attn_impl) for _ in range(c.depth))
+        self.embed = self.token_embedding()
+        self.blocks = self.transformer_blocks(d, c.num_heads, c.depth)
         self.norm = nn.LayerNorm(d, eps=c.norm_eps)
         self.decoder_embed = Linear(d, dd)
-        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, 1 + length, dd))
-        self.decoder_blocks = nn.ModuleList(Block(dd, c.decoder_num_heads, c.mlp_ratio, dropout=c.dropout,
-                                                  attn_drop=c.dropout, norm_eps=c.norm_eps, attn_impl=c.attn_impl)
-                                            for _ in range(c.decoder_depth))
+        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, 1 + self.num_tokens, dd))
+        self.decoder_blocks = self.transformer_blocks(dd, c.decoder_num_heads, c.decoder_depth)
         self.decoder_norm = nn.LayerNorm(dd, eps=c.norm_eps)
         self.head = TiedTokenHead(dd, d, self.codebook_size, c.norm_eps)
         if c.contrastive_weight > 0:
             self.projector = nn.Sequential(nn.Linear(d, c.projection_hidden_dim),
                                            nn.BatchNorm1d(c.projection_hidden_dim), nn.ReLU(inplace=True),
                                            nn.Linear(c.projection_hidden_dim, c.projection_dim))
-        init_token_transformer(self)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The token models' init (MaskedTokenModel.reset_parameters), then the decoder positions."""
+        super().reset_parameters()
         nn.init.trunc_normal_(self.decoder_pos_embed, std=0.02, a=-0.04, b=0.04)
 
     def no_weight_decay(self) -> set[str]:
         return {"embed.pos_embed", "decoder_pos_embed"}
 
     # ------------------------------------------------------------------ masking
-    def draw_masks(self, n: int, device) -> tuple[torch.Tensor, torch.Tensor, float]:
+    def draw_masks(self, n: int, device, generator: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, float]:
         """One ratio for the batch -> (mask (N, L) bool: masked incl. dropped, ids_keep (N, L - drop)
         int64: encoder positions, sorted; ratio). The dropped tokens are the first drop_ratio * L of
-        each image's random order, the masked ones its first ceil(ratio * L)."""
+        each image's random order, the masked ones its first ceil(ratio * L). The ratio and the
+        order are drawn with `generator` (a CPU generator) or the global RNG."""
         c, length = self.config, self.num_tokens
-        ratio = truncated_normal_ratio(c.mask_ratio_mean, c.mask_ratio_std, c.mask_ratio_min, c.mask_ratio_max)
+        ratio = truncated_normal_ratio(c.mask_ratio_mean, c.mask_ratio_std, c.mask_ratio_min, c.mask_ratio_max,
+                                       generator=generator)
         num_drop = int(c.drop_ratio * length)
         num_masked = min(max(math.ceil(ratio * length), num_drop, 1), length)
-        order = torch.rand(n, length, device=device).argsort(1)
+        order = uniform_noise((n, length), device, generator).argsort(1)
         rank = order.argsort(1)
         ids_keep = order[:, num_drop:].sort(1).values
         return rank < num_masked, ids_keep, ratio
 
     # ------------------------------------------------------------------ stages
-    def encode(self, tokens: torch.Tensor, labels: torch.Tensor | None, ids_keep: torch.Tensor | None = None):
+    def encode(self, tokens: torch.Tensor, labels: torch.Tensor | None, ids_keep: torch.Tensor | None = None,
+               generator: torch.Generator | None = None):
         """tokens (N, L) (mask_token_id at [MASK] inputs), labels, ids_keep (N, K) positions the
-        encoder sees (None: all) -> normed encoder output (N, 1 + K, D), class position first."""
-        h = self.embed(tokens, self.class_rows(labels, len(tokens), tokens.device))
+        encoder sees (None: all) -> normed encoder output (N, 1 + K, D), class position first
+        (`generator`: label dropout's)."""
+        h = self.embed(tokens, self.class_rows(labels, len(tokens), tokens.device, generator))
         if ids_keep is not None:
             h = torch.cat([h[:, :1], gather_tokens(h[:, 1:], ids_keep)], dim=1)
         for block in self.blocks:
@@ -160,9 +162,10 @@ class MAGE(MaskedTokenModel):
 
     def forward(self, tokens: torch.Tensor | None = None, images: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, tokens_2: torch.Tensor | None = None,
-                images_2: torch.Tensor | None = None, **_) -> Output:
+                images_2: torch.Tensor | None = None, *, generator: torch.Generator | None = None, **_) -> Output:
         """Cached codes `tokens` (N, h, w) or `images` (N, C, H, W) in [0, 1], optional labels (N,);
-        MAGE-C also needs the second view `tokens_2` / `images_2`. -> Output(loss, logs)."""
+        MAGE-C also needs the second view `tokens_2` / `images_2`. -> Output(loss, logs). The mask
+        ratio, the masks and the label dropout are drawn with `generator` (or the global RNG)."""
         target = self.batch_tokens(tokens, images)
         contrastive = self.config.contrastive_weight > 0
         if contrastive:
@@ -172,8 +175,8 @@ class MAGE(MaskedTokenModel):
             target = torch.cat([target, self.batch_tokens(tokens_2, images_2)])
             labels = None if labels is None else torch.cat([labels, labels])
         n = len(target)
-        mask, ids_keep, ratio = self.draw_masks(n, target.device)
-        latent = self.encode(target.masked_fill(mask, self.mask_token_id), labels, ids_keep)
+        mask, ids_keep, ratio = self.draw_masks(n, target.device, generator)
+        latent = self.encode(target.masked_fill(mask, self.mask_token_id), labels, ids_keep, generator)
         decoded = self.decode(latent, mask, ids_keep)
         logits = self.head(decoded[mask], self.embed.tokens.weight)
         loss, accuracy = self.masked_token_loss(logits, target[mask])

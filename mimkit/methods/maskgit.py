@@ -17,83 +17,50 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..nn import SCHEDULES, Block, TiedTokenHead, TokenEmbedding, num_masked_for_training, pool_tokens
+from ..nn import SCHEDULES, TiedTokenHead, num_masked_for_training, pool_tokens, uniform_noise
 from .output import Output
 from .token_model import MaskedTokenModel, TokenModelConfig
 
 
 @dataclass
 class MaskGITConfig(TokenModelConfig):
-    """Transformer size, schedule and regularisation (tokenizer and classes: see TokenModelConfig)."""
+    """The schedule and the paper's transformer depth (24 x 768, 16 heads); tokenizer, classes and
+    the other transformer fields: see TokenModelConfig."""
 
-    embed_dim: int = 768
     depth: int = 24
     num_heads: int = 16
-    mlp_ratio: float = 4.0
-    dropout: float = 0.1
     schedule: str = "cosine"
-    norm_eps: float = 1e-6
-    attn_impl: str = "auto"
 
     def validate(self, prefix: str = "model") -> None:
         self.validate_tokens(prefix)
-        validate_transformer(self, prefix, ("embed_dim", "num_heads"))
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"{prefix}.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-
-
-def validate_transformer(config, prefix: str, *dims: tuple[str, str]) -> None:
-    """Shared checks: positive depths, widths divisible by their head counts, dropout in [0, 1)."""
-    for dim, heads in dims:
-        d, h = getattr(config, dim), getattr(config, heads)
-        if d <= 0 or h <= 0 or d % h:
-            raise ConfigError(f"{prefix}.{dim}={d} must be positive and divisible by {prefix}.{heads}={h}")
-    if not 0.0 <= config.dropout < 1.0:
-        raise ConfigError(f"{prefix}.dropout must be in [0, 1), got {config.dropout}")
-
-
-def init_token_transformer(module: nn.Module) -> None:
-    """BERT/MaskGIT init: N(0, 0.02) (truncated at 2 std) linears, embeddings and positions, zero
-    biases, unit LayerNorms. Skips the frozen tokenizer."""
-    for name, m in module.named_modules():
-        if name.startswith("tokenizer"):
-            continue
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.trunc_normal_(m.weight, std=0.02, a=-0.04, b=0.04)
-            if getattr(m, "bias", None) is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, TokenEmbedding):
-            nn.init.trunc_normal_(m.pos_embed, std=0.02, a=-0.04, b=0.04)
 
 
 class MaskGIT(MaskedTokenModel):
     """Bidirectional transformer over VQ tokens; `forward` is the masked-token training loss."""
 
-    config_class = MaskGITConfig
+    method_name, config_class = "maskgit", MaskGITConfig
 
     def __init__(self, config: MaskGITConfig):
         config.validate()
         super().__init__(config)
         c, d = config, config.embed_dim
-        self.embed = TokenEmbedding(self.codebook_size + 1, c.num_classes + 1, self.num_tokens, d, c.dropout,
-                                    c.norm_eps)
-        self.blocks = nn.ModuleList(Block(d, c.num_heads, c.mlp_ratio, dropout=c.dropout, attn_drop=c.dropout,
-                                          norm_eps=c.norm_eps, attn_impl=c.attn_impl) for _ in range(c.depth))
+        self.embed = self.token_embedding()
+        self.blocks = self.transformer_blocks(d, c.num_heads, c.depth)
         self.norm = nn.LayerNorm(d, eps=c.norm_eps)
         self.head = TiedTokenHead(d, d, self.codebook_size, c.norm_eps)
-        init_token_transformer(self)
+        self.reset_parameters()
 
     def no_weight_decay(self) -> set[str]:
         return {"embed.pos_embed"}
 
     # ------------------------------------------------------------------ stages
-    def hidden_states(self, tokens: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def hidden_states(self, tokens: torch.Tensor, labels: torch.Tensor | None,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
         """tokens (N, L) with mask_token_id at unknown positions, labels (N,) | None -> normed
-        hidden states (N, 1 + L, D), the class position first."""
-        h = self.embed(tokens, self.class_rows(labels, len(tokens), tokens.device))
+        hidden states (N, 1 + L, D), the class position first (`generator`: label dropout's)."""
+        h = self.embed(tokens, self.class_rows(labels, len(tokens), tokens.device, generator))
         for block in self.blocks:
             h = block(h)
         return self.norm(h)
@@ -102,20 +69,22 @@ class MaskGIT(MaskedTokenModel):
         """tokens (N, L) (mask_token_id = unknown), labels (N,) (-1 = none) or None -> logits (N, L, V)."""
         return self.head(self.hidden_states(tokens, labels)[:, 1:], self.embed.tokens.weight)
 
-    def draw_mask(self, n: int, device) -> torch.Tensor:
-        """(N, L) bool, True at ceil(gamma(r) * L) uniformly chosen positions, r ~ U(0, 1) per image."""
+    def draw_mask(self, n: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(N, L) bool, True at ceil(gamma(r) * L) uniformly chosen positions, r ~ U(0, 1) per image;
+        r and the order are drawn with `generator` (or the global RNG)."""
         length = self.num_tokens
-        counts = num_masked_for_training(self.config.schedule, torch.rand(n), length).to(device)
-        rank = torch.rand(n, length, device=device).argsort(1).argsort(1)
+        counts = num_masked_for_training(self.config.schedule, uniform_noise((n,), None, generator), length).to(device)
+        rank = uniform_noise((n, length), device, generator).argsort(1).argsort(1)
         return rank < counts[:, None]
 
     def forward(self, tokens: torch.Tensor | None = None, images: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, **_) -> Output:
+                labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None, **_) -> Output:
         """A batch of cached codes `tokens` (N, h, w) or `images` (N, C, H, W) in [0, 1], optional
-        labels (N,) -> Output(loss, logs: loss, accuracy on masked tokens, mask_fraction)."""
+        labels (N,) -> Output(loss, logs: loss, accuracy on masked tokens, mask_fraction). The mask
+        and the label dropout are drawn with `generator` (or the global RNG)."""
         target = self.batch_tokens(tokens, images)
-        mask = self.draw_mask(len(target), target.device)
-        hidden = self.hidden_states(target.masked_fill(mask, self.mask_token_id), labels)
+        mask = self.draw_mask(len(target), target.device, generator)
+        hidden = self.hidden_states(target.masked_fill(mask, self.mask_token_id), labels, generator)
         # the head runs on the masked positions only: the others carry no loss
         logits = self.head(hidden[:, 1:][mask], self.embed.tokens.weight)
         loss, accuracy = self.masked_token_loss(logits, target[mask])

@@ -22,19 +22,21 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..nn import Linear, PatchEmbed, gather_tokens, pool_tokens, random_masking, sincos_2d
-from ..nn.init import init_vit_weights_, xavier_patch_embed_
+from ..nn import Linear, pool_tokens, restore_order
+from ..nn.init import init_vit_weights_
 from ..nn.reversible import ALPHA_MIN, ColumnStack
-from .mae import MAE, MAEOutput
+from .base import Method
+from .pixel_reconstruction import MAEOutput, PixelReconstruction
 from .pixel_statistics import check_pixel_statistics, register_pixel_statistics
-from .vit_checks import check_mask_ratio, check_patch_grid, check_width_heads
+from .vit_config import ViTConfig, check_mask_ratio, check_patch_grid, check_width_heads
 
 FEATURE_SOURCES = ("decoder", "encoder")
 
 
 @dataclass
-class RevColV2Config:
-    """Architecture and objective. All levels and columns share one width (isotropic network).
+class RevColV2Config(ViTConfig):
+    """Architecture and objective. All levels and columns share one width (isotropic network;
+    the patch grid, width and pixel normalisation: ViTConfig).
 
     n_levels: feature levels per column; level_depth: ViT blocks per level and column;
     encoder_columns / decoder_columns: bottom-up / top-down columns; alpha_init: initial per-channel
@@ -45,12 +47,6 @@ class RevColV2Config:
     Pixel normalisation (pixel_mean / pixel_std) and the objective are MAE's.
     """
 
-    img_size: int | tuple[int, int] = 224
-    patch_size: int = 16
-    in_chans: int = 3
-    embed_dim: int = 768
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
     n_levels: int = 4
     level_depth: int = 1
     encoder_columns: int = 4
@@ -60,12 +56,7 @@ class RevColV2Config:
     anchor_every: int = 0
     mask_ratio: float = 0.75
     norm_pix_loss: bool = True
-    pixel_mean: tuple[float, ...] = ()
-    pixel_std: tuple[float, ...] = ()
-    drop_path: float = 0.0
     dropout: float = 0.0
-    norm_eps: float = 1e-6
-    attn_impl: str = "auto"
     features_from: str = "decoder"
 
     def validate(self, prefix: str = "model") -> None:
@@ -89,29 +80,18 @@ class RevColV2Config:
         check_pixel_statistics(self, prefix)
 
 
-class RevColV2(nn.Module):
-    """Reversible-column masked autoencoder: bottom-up encoder columns, top-down decoder columns."""
+class RevColV2(PixelReconstruction, Method):
+    """Reversible-column masked autoencoder: bottom-up encoder columns, top-down decoder columns
+    (MAE's masked input, pixel helpers, objective and pictures: PixelReconstruction)."""
 
-    config_class = RevColV2Config
-
-    # MAE's pixel helpers and objective, shared as they are (they read only config.patch_size /
-    # in_chans / norm_pix_loss, grid_size, pixel_mean / pixel_std and forward's .pred / .mask).
-    normalize = MAE.normalize
-    denormalize = MAE.denormalize
-    patchify = MAE.patchify
-    unpatchify = MAE.unpatchify
-    target = MAE.target
-    forward_loss = MAE.forward_loss
-    reconstruct = MAE.reconstruct
+    method_name, config_class = "revcolv2", RevColV2Config
+    reconstructs_pixels = True
 
     def __init__(self, config: RevColV2Config):
         super().__init__()
         config.validate()
         self.config = c = config
-        self.patch_embed = PatchEmbed(c.img_size, c.patch_size, c.in_chans, c.embed_dim)
-        length = self.patch_embed.num_patches
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, length + 1, c.embed_dim), requires_grad=False)
+        self.build_encoder_input()  # patch_embed, cls_token, pos_embed
         columns = dict(n_levels=c.n_levels, dim=c.embed_dim, num_heads=c.num_heads, depth=c.level_depth,
                        mlp_ratio=c.mlp_ratio, drop_path=c.drop_path, dropout=c.dropout, alpha_init=c.alpha_init,
                        norm_eps=c.norm_eps, attn_impl=c.attn_impl, reversible=c.reversible,
@@ -129,33 +109,22 @@ class RevColV2(nn.Module):
     def reset_parameters(self) -> None:
         """MAE's init (fixed sin-cos positions, xavier-uniform linears, N(0, 0.02) tokens); the
         reversible scales keep alpha_init."""
-        self.pos_embed.data.copy_(sincos_2d(self.config.embed_dim, self.grid_size, cls_token=True)[None])
-        xavier_patch_embed_(self.patch_embed)
-        nn.init.normal_(self.cls_token, std=0.02)
+        self.reset_encoder_input()
         nn.init.normal_(self.mask_tokens, std=0.02)
         init_vit_weights_(self)
 
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        return self.patch_embed.grid_size
-
     # ------------------------------------------------------------- stages
-    def forward_encoder(self, x: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None):
-        """Normalised images (N, C, H, W) -> (levels: n_levels x (N, 1+K, D), mask (N, L), ids_restore (N, L))."""
-        n = x.shape[0]
-        masked = random_masking(self.patch_embed.patches(x), mask_ratio, noise=noise)
-        pos = gather_tokens(self.pos_embed[:, 1:, :].expand(n, -1, -1), masked.ids_keep)
-        tokens = self.patch_embed.embed(masked.kept) + pos  # only the visible patches are embedded
-        cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(n, -1, -1)
-        return self.encoder(torch.cat([cls, tokens], dim=1)), masked.mask, masked.ids_restore
+    def forward_encoder(self, x: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None,
+                        generator: torch.Generator | None = None):
+        """Normalised images (N, C, H, W) -> (levels: n_levels x (N, 1+K, D), mask (N, L), ids_restore (N, L));
+        only the visible patches are embedded; noise (N, L) or `generator` fixes the mask."""
+        h, masked = self.embed_visible(x, mask_ratio, noise, generator)
+        return self.encoder(h), masked.mask, masked.ids_restore
 
     def scatter_back(self, h: torch.Tensor, ids_restore: torch.Tensor, mask_token: torch.Tensor) -> torch.Tensor:
         """[cls; kept] (N, 1+K, D) -> [cls; patches in image order] (N, 1+L, D) with `mask_token` (D,)
         at the hidden positions, plus the positions."""
-        n, length = ids_restore.shape
-        hidden = mask_token.to(h.dtype).expand(n, length + 1 - h.shape[1], -1)
-        order = torch.cat([ids_restore.new_zeros(n, 1), ids_restore + 1], dim=1)  # (N, 1+L)
-        return gather_tokens(torch.cat([h, hidden], dim=1), order) + self.pos_embed
+        return restore_order(h, mask_token.to(h.dtype), ids_restore) + self.pos_embed
 
     def forward_decoder(self, levels: list[torch.Tensor], ids_restore: torch.Tensor) -> list[torch.Tensor]:
         """Encoder levels n_levels x (N, 1+K, D) -> the last top-down column's levels n_levels x (N, 1+L, D)."""
@@ -167,12 +136,13 @@ class RevColV2(nn.Module):
         return self.decoder_pred(self.decoder_norm(levels[0]))[:, 1:, :]
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
-                noise: torch.Tensor | None = None, mask_ratio: float | None = None) -> MAEOutput:
-        """images (N, C, H, W) in [0, 1]; labels are ignored (self-supervised).
-        Returns MAEOutput: loss, pred (N, L, p*p*C), mask (N, L) with 1 = hidden."""
+                noise: torch.Tensor | None = None, mask_ratio: float | None = None,
+                generator: torch.Generator | None = None) -> MAEOutput:
+        """images (N, C, H, W) in [0, 1]; labels are ignored (self-supervised); noise (N, L) or
+        `generator` fixes the mask. Returns MAEOutput: loss, pred (N, L, p*p*C), mask (N, L) with 1 = hidden."""
         ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
         x = self.normalize(images)
-        levels, mask, ids_restore = self.forward_encoder(x, ratio, noise)
+        levels, mask, ids_restore = self.forward_encoder(x, ratio, noise, generator)
         pred = self.predict_pixels(self.forward_decoder(levels, ids_restore))
         loss = self.forward_loss(x, pred, mask)
         return MAEOutput(loss=loss, logs={"loss": loss.detach()}, pred=pred, mask=mask)
@@ -181,9 +151,7 @@ class RevColV2(nn.Module):
     def all_levels(self, images: torch.Tensor) -> list[torch.Tensor]:
         """images (N, C, H, W) in [0, 1] -> the unmasked network's levels n_levels x (N, 1+L, D),
         from the last decoder column (features_from="decoder") or the last encoder column."""
-        n, length = images.shape[0], self.patch_embed.num_patches
-        in_order = torch.arange(length, device=images.device, dtype=torch.float32).expand(n, -1)
-        # increasing noise keeps every patch in image order and leaves the global RNG untouched
+        in_order = self.in_order_noise(images.shape[0], self.patch_embed.num_patches, images.device)
         levels, _, ids_restore = self.forward_encoder(self.normalize(images), 0.0, noise=in_order)
         if self.config.features_from == "decoder":
             levels = self.forward_decoder(levels, ids_restore)

@@ -7,7 +7,7 @@ from .layer_scale import LayerScale
 from .linear import Linear, linear
 from .mask_schedules import SCHEDULES, mask_fraction, num_masked_for_training, truncated_normal_ratio
 from .mask_noise import MASK_TYPES, mask_noise
-from .masking import MaskedSequence, gather_tokens, random_masking
+from .masking import MaskedSequence, gather_tokens, random_masking, restore_order, uniform_noise
 from .mlp import Mlp
 from .patch_embed import PatchEmbed, patchify, to_pair, unpatchify
 from .pool import pool_tokens
@@ -20,7 +20,7 @@ from .vector_quantizer import QuantizerOutput, VectorQuantizer, kmeans
 
 __all__ = ["Attention", "plain_attention", "Block", "DropPath", "LayerScale", "Linear", "linear", "SCHEDULES", "mask_fraction", "num_masked_for_training",
            "truncated_normal_ratio", "MaskedSequence",
-           "gather_tokens", "random_masking", "Mlp", "PatchEmbed", "patchify", "to_pair",
+           "gather_tokens", "random_masking", "restore_order", "uniform_noise", "Mlp", "PatchEmbed", "patchify", "to_pair",
            "unpatchify", "pool_tokens", "sincos_1d", "sincos_2d", "TokenEmbedding", "TiedTokenHead", "QuantizerOutput", "VectorQuantizer", "kmeans",
            "BlockMasking", "allowed_block_shapes", "block_masking", "num_masked_patches", "RelativePositionBias",
            "relative_position_index", "relative_position_table_size", "ColumnStack", "clamp_scale"]

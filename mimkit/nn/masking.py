@@ -46,3 +46,22 @@ def random_masking(x: torch.Tensor, ratio: float, noise: torch.Tensor | None = N
     ids_keep = ids_shuffle[:, :keep]
     mask = (ids_restore >= keep).to(x.dtype)
     return MaskedSequence(gather_tokens(x, ids_keep), mask, ids_keep, ids_restore)
+
+
+def restore_order(h: torch.Tensor, fill: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+    """Undo `random_masking` after an encoder: [cls; kept] (N, 1+K, D) -> [cls; L tokens in the
+    original order] (N, 1+L, D), with `fill` (any shape that broadcasts to (1, 1, D), e.g. a mask
+    token) at the L - K hidden positions; ids_restore (N, L) as random_masking returned it."""
+    n, length = ids_restore.shape
+    hidden = fill.expand(n, length + 1 - h.shape[1], -1)
+    order = torch.cat([ids_restore.new_zeros(n, 1), ids_restore + 1], dim=1)  # (N, 1+L): cls stays first
+    return gather_tokens(torch.cat([h, hidden], dim=1), order)
+
+
+def uniform_noise(size: tuple[int, ...], device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """U[0, 1) noise of `size` on `device`. With `generator` it is drawn on the generator's own
+    device and moved (so a CPU generator fixes masks on any device, as BEiT v2's block masking);
+    without one it is exactly `torch.rand(size, device=device)` from the global RNG."""
+    if generator is None:
+        return torch.rand(size, device=device)
+    return torch.rand(size, device=generator.device, generator=generator).to(device)
