@@ -56,7 +56,7 @@ def build_model(stand_in: bool):
     if not stand_in:
         try:
             from mimkit.config import run_config_from_dict
-            from mimkit.methods import build_model as build_method
+            from mimkit.registry import build_model as build_method
             from mimkit.methods.maskgit import PRESETS
             from mimkit.tokenizers.vqgan import PRESETS as TOKENIZERS
         except ImportError:

@@ -118,7 +118,7 @@ def build_tokenizer(stand_in: bool = False) -> tuple[nn.Module, str]:
         return StandInTokenizer().eval(), "STAND-IN taming-style encoder (ch 64 x (1,2,2), f=4, 512 codes; --stand-in)"
     try:
         from mimkit.config import load_config
-        from mimkit.methods import build_model
+        from mimkit.registry import build_model
         from mimkit.tokenizers import vqgan  # noqa: F401
 
         config = load_config("vqgan_fmnist", [])

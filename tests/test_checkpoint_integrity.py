@@ -16,12 +16,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mimkit.cli import main
-from mimkit.engine.checkpoint import (CHECKSUMMED_FILES, MODEL_FILE, STATE_FILE, load_model, load_trainer_state,
-                                      save_checkpoint)
-from mimkit.engine.integrity import CHECKSUM_FILE, check_finite, verify_checksum, write_checksums
+from mimkit.files.checkpoint_folder import CHECKSUMMED_FILES, MODEL_FILE, STATE_FILE
+from mimkit.registry import load_model
+from mimkit.engine.checkpoint import load_trainer_state, save_checkpoint
+from mimkit.files.integrity import CHECKSUM_FILE, check_finite, verify_checksum, write_checksums
 from mimkit.errors import CheckpointError
 from mimkit.hub import from_pretrained, read_checkpoint, save_pretrained
-from mimkit.methods import build_model
+from mimkit.registry import build_model
 from mimkit.methods.mae import MAEConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,4 +1,5 @@
 """The command line end to end on scikit-learn's digits, and its one-line errors."""
+import re
 import subprocess
 import sys
 
@@ -23,9 +24,42 @@ def test_train_reconstruct_eval_end_to_end(tmp_path, capsys):
     # 3 rows x 3 columns of 16x16 cells with 2 px padding
     assert picture.size == (3 * 18 + 2, 3 * 18 + 2)
     capsys.readouterr()
-    assert main(["eval", "probes", str(run), "--limit", "300"]) == 0
-    table = capsys.readouterr().out
-    assert "pretrained" in table and "random init" in table
+    assert main(["eval", "probes", str(run), "--limit", "300", "--pool", "both"]) == 0
+    train_line, test_line, title, header, rule, *rows = capsys.readouterr().out.splitlines()
+    # the data lines: digits' own splits (1438 / 359 images), 300 of each drawn stratified over the 10 classes
+    assert data_line(train_line, "train") == ("digits train", 300, 1438, 10)
+    assert data_line(test_line, "test") == ("digits test", 300, 359, 10)
+    assert title == "test top-1 (%), pretrained vs the same architecture at random init"
+    assert cells(header) == ["method", "pool", "linear pretrained", "linear random", "linear gain",
+                             "k-NN pretrained", "k-NN random", "k-NN gain"]
+    assert set(rule) == {"-", "+"}
+    rows = [cells(row) for row in rows]
+    assert [row[:2] for row in rows] == [["mae", "cls"], ["mae", "mean"]]
+    for row in rows:
+        for pretrained, random_init, gain in (map(float, row[2:5]), map(float, row[5:8])):
+            for top1 in (pretrained, random_init):
+                # a share of the 300 test images: k / 3 %, printed to 2 decimals
+                assert 0 <= top1 <= 100 and abs(top1 * 3 - round(top1 * 3)) < 0.02, row
+                # chance is 10%: a probe that learnt nothing (or labels out of step with features) is near it;
+                # even random-init features of digits give ~35% (k-NN) to ~65% (linear)
+                assert top1 > 20, row
+            assert gain == pytest.approx(pretrained - random_init, abs=0.015), row
+
+
+def cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.split("|")]
+
+
+def data_line(line: str, split: str) -> tuple[str, int, int, int]:
+    """(source, images, images of the whole split, classes) of a `train data ...` / `test data ...` line,
+    checking that the per-class counts add up to the images."""
+    match = re.fullmatch(rf"{split} data +(.+): (\d+) images \(random subset of (\d+) of (\d+), seed 0, stratified "
+                         rf"by class\), (\d+) classes \((.+)\)", line)
+    assert match, line
+    source, n, subset, total, classes, counts = match.groups()
+    per_class = dict(pair.rsplit(" ", 1) for pair in counts.split(", "))
+    assert int(subset) == int(n) == sum(map(int, per_class.values())) and len(per_class) == int(classes), line
+    return source, int(n), int(total), int(classes)
 
 
 @pytest.mark.parametrize("argv, message", [

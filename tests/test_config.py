@@ -3,7 +3,7 @@ import pytest
 
 from mimkit.config import load_config, parse_override, run_config_from_dict, to_dict
 from mimkit.errors import ConfigError
-from mimkit.methods import method_registry
+from mimkit.registry import method_registry
 from mimkit.presets import all_presets
 
 

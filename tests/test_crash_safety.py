@@ -22,9 +22,11 @@ from torch import nn
 import mimkit.train  # noqa: F401 (this and the next two imported before forking, so children start at once)
 from mimkit.config import load_config
 from mimkit.data import InMemoryDataset
-from mimkit.engine.checkpoint import (SAVE_DELAY_ENV, STATE_FILE, is_complete, latest_checkpoint, load_model,
-                                      load_trainer_state, save_checkpoint)
-from mimkit.engine.run_log import RunLog, read_rows
+from mimkit.engine.checkpoint import SAVE_DELAY_ENV, load_trainer_state, save_checkpoint
+from mimkit.files.checkpoint_folder import STATE_FILE, is_complete, latest_checkpoint
+from mimkit.registry import load_model
+from mimkit.engine.run_log import RunLog
+from mimkit.files.log_rows import read_rows
 from mimkit.engine.trainer import Trainer
 from mimkit.errors import CheckpointError, TrainingError
 from mimkit.methods import Output

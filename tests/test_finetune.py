@@ -134,6 +134,11 @@ def test_partial_finetuning_keeps_frozen_weights_bit_identical():
     head_only = finetune(model, train, test, epochs=1, batch_size=16, lr=1e-2, trainable_blocks=0, progress=False)
     assert all(torch.equal(v, original[k]) for k, v in head_only.classifier.model.state_dict().items())
     assert head_only.trainable_parameters == 2 * 32 + 32 * 4 + 4  # fc_norm + head
+    # ... while the head does train: one more epoch (same seed, same first epoch) moves it, not the encoder
+    longer = finetune(model, train, test, epochs=2, batch_size=16, lr=1e-2, trainable_blocks=0, progress=False)
+    assert all(torch.equal(v, original[k]) for k, v in longer.classifier.model.state_dict().items())
+    for name in ("head.weight", "head.bias", "fc_norm.weight"):
+        assert not torch.equal(longer.classifier.state_dict()[name], head_only.classifier.state_dict()[name]), name
 
 
 def test_frozen_blocks_run_in_eval_mode_and_bad_counts_are_refused():
@@ -251,8 +256,57 @@ def test_cli_finetune_prints_one_row_per_trainable_blocks(tiny_run, capsys):
     assert [r[2].strip() for r in rows] == ["0", "all"] and all(r[1].strip() == "mean" for r in rows)
     for r in rows:
         pretrained, random_init, gain = (float(c) for c in r[3:])
-        assert 0 <= pretrained <= 100 and 0 <= random_init <= 100
+        for top1 in (pretrained, random_init):  # a share of the 64 test images, printed to 2 decimals
+            assert 0 <= top1 <= 100 and abs(top1 * 0.64 - round(top1 * 0.64)) < 0.01
         assert math.isclose(gain, pretrained - random_init, abs_tol=0.011)
+
+
+def band_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (n, 1, 8, 8) noise in [0, 0.4] with rows 2c, 2c + 1 brightened by 0.6 for class c = 0..3:
+    the class is plainly visible, and unchanged by the horizontal flips of fine-tuning."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 4
+    images = 0.4 * torch.rand(n, 1, 8, 8, generator=g)
+    for i, c in enumerate(labels.tolist()):
+        images[i, :, 2 * c:2 * c + 2] += 0.6
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8), labels
+
+
+def test_cli_finetune_learns_a_visible_class_and_shows_a_pretrained_gain(tmp_path, capsys):
+    train_images, train_labels = band_images(64, 0)
+    test_images, test_labels = band_images(40, 1)
+    data = tmp_path / "bands.npz"
+    np.savez(data, train_images=train_images.numpy(), train_labels=train_labels.numpy(),
+             test_images=test_images.numpy(), test_labels=test_labels.numpy())
+    # the "pretrained" encoder: one already fine-tuned on this task, so its frozen features separate the
+    # classes, which a random init's do less
+    tuned = finetune(tiny_mae(depth=2, patch_size=2), InMemoryDataset(train_images, train_labels),
+                     InMemoryDataset(test_images, test_labels), epochs=6, batch_size=16, lr=3e-3, progress=False)
+    assert tuned.test_top1 >= 90
+    encoder = tuned.classifier.model
+    save_checkpoint(tmp_path / "run", 1, encoder, to_dict(RunConfig(method="mae", model=encoder.config,
+                                                                    data=DataConfig(name="digits", image_size=8))))
+    assert main(["eval", "finetune", str(tmp_path / "run"), "--data", str(data), "--epochs", "4", "--batch-size",
+                 "16", "--lr", "3e-3", "--trainable-blocks", "0,all"]) == 0
+    train_line, test_line, title, header, _, *rows = capsys.readouterr().out.splitlines()
+    assert train_line == f"train data   {data} train: 64 images, 4 classes (0 16, 1 16, 2 16, 3 16)"
+    assert test_line == f"test data    {data} test: 40 images, 4 classes (0 10, 1 10, 2 10, 3 10)"
+    assert "4 epochs, peak lr 0.003" in title
+    assert [c.strip() for c in header.split("|")] == ["method", "pool", "trainable blocks", "pretrained",
+                                                      "random init", "gain"]
+    table = {}
+    for row in rows:
+        method, pool, blocks, *numbers = (c.strip() for c in row.split("|"))
+        assert (method, pool) == ("mae", "mean")
+        pretrained, random_init, gain = table[blocks] = tuple(float(c) for c in numbers)
+        for top1 in (pretrained, random_init):  # a share of the 40 test images: a multiple of 2.5
+            assert 0 <= top1 <= 100 and abs(top1 / 2.5 - round(top1 / 2.5)) < 0.005
+        assert math.isclose(gain, pretrained - random_init, abs_tol=0.011)
+    assert list(table) == ["0", "all"]
+    # chance is 25% (sd 6.8 points on 40 images): full fine-tuning learns the bands from either init
+    assert min(table["all"][:2]) >= 75
+    # only the head trains on frozen features: the tuned encoder's separate the classes, a random init's less
+    assert table["0"][0] >= 90 and table["0"][2] >= 15
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -76,15 +76,22 @@ def test_mask_counts_clamps_to_one_below_the_unknown_and_handles_tiny_canvases()
 
 # ---------------------------------------------------------------- the decoding loop
 
-def test_positions_are_fixed_in_order_of_confidence_without_choice_noise():
-    # position i is uniform over its first k_i ids: every sampled token has confidence -log k_i
-    k = torch.tensor([5, 1, 8, 2, 16, 3, 6, 4])
-    logits = torch.where(torch.arange(16) < k[:, None], 0.0, -math.inf)  # (8, 16)
+def recording_logits(logits: torch.Tensor):
+    """(a logits callback giving `logits` (L, V) to every row, the list of token grids it was called with)."""
     seen = []
 
     def logits_fn(tokens, labels):
         seen.append(tokens.clone())
         return logits.expand(len(tokens), -1, -1)
+
+    return logits_fn, seen
+
+
+def test_positions_are_fixed_in_order_of_confidence_without_choice_noise():
+    # position i is uniform over its first k_i ids: every sampled token has confidence -log k_i
+    k = torch.tensor([5, 1, 8, 2, 16, 3, 6, 4])
+    logits = torch.where(torch.arange(16) < k[:, None], 0.0, -math.inf)  # (8, 16)
+    logits_fn, seen = recording_logits(logits)
 
     s = MaskedTokenSampler(steps=4, schedule="linear", choice_temperature=0.0)
     out = s.sample(logits_fn, torch.full((2, 8), 99), generator=gen(), mask_token_id=99)
@@ -96,6 +103,67 @@ def test_positions_are_fixed_in_order_of_confidence_without_choice_noise():
     for a, b in zip(seen[1:], seen[2:] + [out], strict=True):  # a fixed token is never resampled
         assert torch.equal(b[a != 99], a[a != 99])
     assert (out < k).all()
+
+
+def maskgit_choice(k: torch.Tensor, rows: int, counts: list[int], temperature: float, generator: torch.Generator,
+                   anneal: bool = True) -> list[set]:
+    """The positions fixed before each step, per MaskGIT's rule (google-research/maskgit,
+    libml/parallel_decode.py: decode() and mask_by_random_topk()): at step t, ratio = (t + 1) / T,
+        confidence = log p(sampled id) + temperature * (1 - ratio) * Gumbel   (+inf where already known)
+        cut_off = sort(confidence)[mask_len];  masked again = confidence < cut_off
+    i.e. the mask_len least confident are masked again and the rest are kept, the most confident.
+    Position i is uniform over its first k_i ids, so log p = -log k_i whatever id is drawn. The
+    generator is read as MaskedTokenSampler.sample reads it: at each step one uniform per unknown position
+    for its id (row-major), then one per unknown position for its Gumbel noise, -log(-log u)."""
+    steps = len(counts) + 1
+    unknown = torch.ones(rows, len(k), dtype=torch.bool)
+    fixed = [[set() for _ in range(rows)]]
+    for t, mask_len in enumerate(counts):
+        n = int(unknown.sum())
+        torch.rand((n, 1), generator=generator)  # the ids drawn (irrelevant to the confidences here)
+        u = torch.rand(n, generator=generator).clamp(1e-20, 1 - 1e-7)
+        scale = temperature * (1 - (t + 1) / steps) if anneal else temperature
+        confidence = torch.full((rows, len(k)), math.inf)
+        confidence[unknown] = -torch.log(k.float()).expand(rows, -1)[unknown] + scale * -torch.log(-torch.log(u))
+        cut_off = confidence.sort(dim=1).values[:, mask_len:mask_len + 1]
+        unknown = confidence < cut_off
+        fixed.append([set(torch.nonzero(~row).flatten().tolist()) for row in unknown])
+    return fixed
+
+
+def test_choice_noise_at_a_positive_temperature_follows_maskgit():
+    k = torch.tensor([5, 1, 8, 2, 16, 3, 6, 4])
+    logits = torch.where(torch.arange(16) < k[:, None], 0.0, -math.inf)  # (8, 16)
+    logits_fn, seen = recording_logits(logits)
+
+    counts, rows = [6, 4, 2], 5  # linear, L0 = 8, 4 steps
+    s = MaskedTokenSampler(steps=4, schedule="linear", choice_temperature=4.5)
+    s.sample(logits_fn, torch.full((rows, 8), 99), generator=gen(7), mask_token_id=99)
+    got = [[set(torch.nonzero(row != 99).flatten().tolist()) for row in tokens] for tokens in seen]
+    expected = maskgit_choice(k, rows, counts, 4.5, gen(7))
+    assert got == expected
+    # the reference tells the rule apart from its near misses on this draw: no noise (temperature 0),
+    # noise not annealed with (1 - ratio), and the least confident kept instead of the most
+    assert expected != maskgit_choice(k, rows, counts, 0.0, gen(7))
+    assert expected != maskgit_choice(k, rows, counts, 4.5, gen(7), anneal=False)
+    assert expected != maskgit_choice(k, rows, counts, -4.5, gen(7))
+
+
+def test_choice_noise_keeps_the_more_confident_token_with_the_gumbel_max_probability():
+    """Two unknown positions, log p 0 and -log 4; one is kept after step 1 of 2, the one whose confidence
+    + s * Gumbel is larger, s = temperature * (1 - 1/2). The difference of two Gumbels is logistic:
+    P(the confident one is kept) = sigmoid(log 4 / s), 0.8 at temperature 2 (1.0 at 0; 2/3 without the
+    annealing, 0.2 keeping the least confident). Independent of how the generator is read."""
+    logits = torch.tensor([[0.0, -math.inf, -math.inf, -math.inf], [0.0, 0.0, 0.0, 0.0]])  # k = 1 and 4
+    logits_fn, seen = recording_logits(logits)
+
+    n = 4000
+    MaskedTokenSampler(steps=2, choice_temperature=2.0).sample(logits_fn, torch.full((n, 2), 9), generator=gen(3),
+                                                               mask_token_id=9)
+    kept = seen[1] != 9
+    assert torch.equal(kept.sum(1), torch.ones(n, dtype=torch.long))
+    share = kept[:, 0].float().mean().item()
+    assert abs(share - torch.sigmoid(torch.tensor(math.log(4) / 1.0)).item()) < 0.035  # 5.5 sd of 0.0063
 
 
 def test_known_tokens_never_change_and_nothing_stays_masked():
@@ -334,7 +402,7 @@ def fake_checkpoint(monkeypatch):
 
     config = SimpleNamespace(method="fake", data=DataConfig(name="digits"),
                              model=SimpleNamespace(img_size=16, in_chans=1))
-    monkeypatch.setattr("mimkit.engine.checkpoint.load_model", lambda path, device="cpu": (FakeModel(), config))
+    monkeypatch.setattr("mimkit.registry.load_model", lambda path, device="cpu": (FakeModel(), config))
 
 
 def test_cli_generate_inpaint_outpaint_edit(fake_checkpoint, tmp_path, capsys):

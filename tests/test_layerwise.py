@@ -118,13 +118,31 @@ def test_unsupported_models_are_named():
 
 
 def test_cli_layerwise_prints_a_row_per_block(tmp_path, capsys):
-    model = tiny_mae(depth=2)
+    torch.manual_seed(5)  # not the init `eval` draws for the random-init column (seed 0): the columns differ
+    model = MAE(tiny_mae(depth=2).config)
     save_checkpoint(tmp_path, 1, model, to_dict(RunConfig(method="mae", model=model.config,
                                                           data=DataConfig(name="digits", image_size=8))))
-    assert main(["eval", "layerwise", str(tmp_path), "--limit", "64", "--epochs", "2", "--pool", "both"]) == 0
+    assert main(["eval", "layerwise", str(tmp_path), "--limit", "64", "--pool", "both"]) == 0
     train_line, test_line, *lines = capsys.readouterr().out.splitlines()
-    assert train_line.startswith("train data   digits train: 64 images") and test_line.startswith("test data    digits test")
+    assert train_line.startswith("train data   digits train: 64 images (random subset of 64 of 1438")
+    assert test_line.startswith("test data    digits test: 64 images (random subset of 64 of 359")
     assert "per block" in lines[0]
     rows = [[c.strip() for c in line.split("|")] for line in lines[3:]]
-    assert [(r[1], r[2]) for r in rows] == [(p, str(b)) for p in ("cls", "mean") for b in range(3)]
-    assert all(0 <= float(r[3]) <= 100 and 0 <= float(r[4]) <= 100 for r in rows)
+    assert [(r[0], r[1], r[2]) for r in rows] == [("mae", p, str(b)) for p in ("cls", "mean") for b in range(3)]
+    table = {(r[1], int(r[2])): tuple(float(c) for c in r[3:]) for r in rows}
+    for pretrained, random_init, gain in table.values():
+        for top1 in (pretrained, random_init):  # a share of the 64 test images, printed to 2 decimals
+            assert 0 <= top1 <= 100 and abs(top1 * 0.64 - round(top1 * 0.64)) < 0.01
+        assert gain == pytest.approx(pretrained - random_init, abs=0.015)
+    assert any(gain != 0 for _, _, gain in table.values()), "two different models give two different columns"
+    # block 0 is the input of the first block: its class position holds cls token + position, the same for
+    # every image, so the probe predicts one class (at most 7 of the 64 test images); after the blocks it
+    # depends on the image
+    assert max(table[("cls", 0)][:2]) <= 700 / 64 + 0.005
+    assert all(table[("cls", 2)][i] > table[("cls", 0)][i] for i in (0, 1))
+    # the last block is features(pool): its row is `mimkit eval linear` (same seed, 30 epochs, same data)
+    assert main(["eval", "linear", str(tmp_path), "--limit", "64", "--pool", "both"]) == 0
+    linear = [[c.strip() for c in line.split("|")] for line in capsys.readouterr().out.splitlines()[5:]]
+    assert [r[1] for r in linear] == ["cls", "mean"]
+    for r in linear:
+        assert table[(r[1], 2)][:2] == (float(r[2]), float(r[3])), r

@@ -11,7 +11,6 @@ import io
 import json
 import re
 import shutil
-from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +19,9 @@ import torch
 from PIL import Image
 
 from mimkit.cli import main
-from mimkit.commands.checkpoint_data import load_eval_data, load_eval_splits
+from mimkit.data.evaluation_data import EvalSources, eval_dataset, eval_splits
 from mimkit.config import load_config
-from mimkit.engine.checkpoint import load_model
+from mimkit.registry import load_model
 from mimkit.presets import all_presets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -113,10 +112,8 @@ def config_json(run: Path) -> dict:
     return json.loads(next((run / "checkpoints").glob("step_*/config.json")).read_text())
 
 
-def eval_args(**kwargs) -> Namespace:
-    base = dict(data=None, train_data=None, test_data=None, data_root="", limit=0, seed=0, on_error=None,
-                convert_channels=False)
-    return Namespace(**{**base, **kwargs})
+def eval_args(**kwargs) -> EvalSources:
+    return EvalSources(**kwargs)
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -297,7 +294,7 @@ def test_limit_subset_is_seeded(run, data):
     _, config = load_model(run["dir"])
 
     def files(seed):
-        return load_eval_data(eval_args(data=str(data["split"]), limit=40, seed=seed), config, "train").files
+        return eval_dataset(config, "train", eval_args(data=str(data["split"]), limit=40, seed=seed)).files
 
     first, again, other = files(0), files(0), files(1)
     assert first == again
@@ -406,7 +403,7 @@ def test_a_test_folder_with_some_of_the_train_classes_is_numbered_like_train(run
     assert status == 0, stderr
     assert data_lines(stdout)["test"]["counts"] == {"b": VAL_PER_CLASS, "d": VAL_PER_CLASS}
     _, config = load_model(run["dir"])
-    train, test = load_eval_splits(eval_args(test_data=str(data["val_bd"])), config)
+    train, test = eval_splits(config, eval_args(test_data=str(data["val_bd"])))
     assert train.classes == CLASSES and test.classes == CLASSES
     assert sorted(torch.unique(test.labels).tolist()) == [1, 3]  # b and d, as in train
 

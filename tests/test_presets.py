@@ -1,5 +1,5 @@
 """Presets: every one has a one-line description, `mimkit presets` shows them all with a correct
-model summary, and the README's Presets table is exactly `mimkit presets --markdown`."""
+model summary, and the Presets table of docs/presets.md is exactly `mimkit presets --markdown`."""
 from pathlib import Path
 
 import pytest
@@ -9,7 +9,7 @@ from mimkit.commands.presets import WIDTH, describe_model, markdown_table, pixel
 from mimkit.config import run_config_from_dict
 from mimkit.presets import all_presets, preset_descriptions, preset_dict
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PRESETS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "presets.md"
 
 
 def words(text: str) -> str:
@@ -17,9 +17,9 @@ def words(text: str) -> str:
     return " ".join(text.split())
 
 
-def readme_presets_table() -> list[str]:
-    """The table lines of the README's "### Presets" section."""
-    section = README.read_text().split("\n### Presets\n", 1)[1].split("\n#", 1)[0]
+def presets_page_table() -> list[str]:
+    """The table lines of docs/presets.md's "# Presets" section (the page's first)."""
+    section = ("\n" + PRESETS_PAGE.read_text()).split("\n# Presets\n", 1)[1].split("\n#", 1)[0]
     return [line for line in section.splitlines() if line.startswith("|")]
 
 
@@ -64,12 +64,12 @@ def test_model_summaries_fit_every_kind_of_model():
     assert describe_model("unknown", object()) == "-"
 
 
-def test_readme_table_is_the_generated_one(capsys):
-    table = readme_presets_table()
+def test_presets_page_table_is_the_generated_one(capsys):
+    table = presets_page_table()
     rows = [[cell.strip() for cell in line.strip("|").split(" | ")] for line in table[2:]]
     descriptions = preset_descriptions()
     assert [(row[0].strip("`"), row[-1]) for row in rows] == [(name, descriptions[name]) for name in all_presets()]
     assert main(["presets", "--markdown"]) == 0
     generated = capsys.readouterr().out.splitlines()
     assert generated == markdown_table(preset_rows()).splitlines()
-    assert table == generated, "README's Presets table is stale: paste `mimkit presets --markdown` into it"
+    assert table == generated, "docs/presets.md's table is stale: paste `mimkit presets --markdown` into it"

@@ -21,7 +21,9 @@ import mimkit.engine.trainer as trainer_module
 from mimkit.cli import main
 from mimkit.config import load_config
 from mimkit.data.collate import SkippedItem
-from mimkit.engine.checkpoint import latest_checkpoint, load_model, load_trainer_state
+from mimkit.files.checkpoint_folder import latest_checkpoint
+from mimkit.registry import load_model
+from mimkit.engine.checkpoint import load_trainer_state
 from mimkit.engine.optim import scaled_lr, warmup_cosine
 from mimkit.engine.resume_check import fill_from_saved
 from mimkit.train import build_callbacks
@@ -207,7 +209,7 @@ def test_skipped_file_met_in_two_epochs_counts_once_everywhere(tmp_path, capsys)
 
 def test_reconstruction_picture_takes_readable_items_or_none():
     config = load_config("mae_micro_fmnist", [*TINY[:-1], "train.picture_every=1"])
-    model = SimpleNamespace(reconstruct=None)
+    model = SimpleNamespace(generates=False, reconstructs_pixels=True)  # the capabilities build_callbacks asks
     good = {"images": torch.zeros(1, 8, 8), "labels": torch.tensor(0)}
     callbacks = build_callbacks(model, config, [SkippedItem("x.png")] * 3 + [good] * 10)
     assert len(callbacks) == 1 and callbacks[0].images.shape == (8, 1, 8, 8)

@@ -7,8 +7,9 @@ import shutil
 import pytest
 import torch
 
-from mimkit.engine.checkpoint import STATE_FILE, load_trainer_state, save_checkpoint
-from mimkit.engine.integrity import CHECKSUM_FILE
+from mimkit.files.checkpoint_folder import STATE_FILE
+from mimkit.engine.checkpoint import load_trainer_state, save_checkpoint
+from mimkit.files.integrity import CHECKSUM_FILE
 from mimkit.errors import CheckpointError
 from mimkit.hub import (load_official_mae, load_state_dict_file, load_taming_vqgan, mae_from_official,
                         read_checkpoint, vqgan_from_taming, vqkd_from_unilm)

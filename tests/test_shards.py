@@ -1,7 +1,7 @@
 """Data at scale. WebDataset tar shards: brace patterns and folders, every sample exactly once per
 epoch over (rank, worker) readers, a seeded shuffle buffer, resumable batches, `mimkit train` on
-shards. Hugging Face datasets rows (a list of dicts stands in for a datasets.Dataset, which is not
-installed here) and the clear error without the package."""
+shards. Hugging Face datasets rows (a list of dicts stands in for a datasets.Dataset), a save_to_disk folder
+read with its labels when the `datasets` package is installed, and the clear error without it."""
 import io
 import tarfile
 
@@ -102,7 +102,7 @@ def test_train_on_shards(tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "step_00000005" / "model.safetensors").is_file()
 
 
-def test_hf_rows_decode_like_files_and_missing_package_is_clear(tmp_path):
+def test_hf_rows_decode_like_files():
     rows = [{"img": Image.fromarray(np.full((6, 4, 3), 30 * i, np.uint8)), "label": i} for i in range(3)]
     ds = HFImageRows(rows, channels=1, image_size=4)
     item = ds[2]
@@ -110,8 +110,43 @@ def test_hf_rows_decode_like_files_and_missing_package_is_clear(tmp_path):
     torch.testing.assert_close(item["images"], torch.full((1, 4, 4), 60 / 255))  # grey of a flat RGB image
     with pytest.raises(DataError, match="no image column"):
         HFImageRows([{"text": "x"}], 1, 4)
+
+
+def hf_split(datasets, first: int, n: int):
+    """A datasets.Dataset of n flat grey 6x6 images: row i has pixel value 20 (first + i), label (first + i) % 3."""
+    values = [first + i for i in range(n)]
+    return datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(np.full((6, 6), 20 * v, np.uint8)) for v in values], "label": [v % 3 for v in values]},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")}))
+
+
+def test_hf_save_to_disk_folder_loads_its_rows_or_names_the_missing_package(tmp_path, capsys):
     try:
-        import datasets  # noqa: F401
-    except ImportError:
-        with pytest.raises(DataError, match="needs the Hugging Face `datasets` package"):
-            build_dataset(DataConfig(name=f"hf:{tmp_path}", image_size=4), channels=1)
+        import datasets
+    except ImportError:  # the clear one-line error, from the library and from the command line
+        message = (f"data.name=hf:{tmp_path} needs the Hugging Face `datasets` package, which is not installed; "
+                   "pip install datasets, or export the images to a folder or tar shards")
+        with pytest.raises(DataError) as info:
+            build_dataset(DataConfig(name=f"hf:{tmp_path}", image_size=6), channels=1)
+        assert str(info.value) == message
+        assert main(["train", "mae_micro_fmnist", f"data.name=hf:{tmp_path}", "--out", str(tmp_path / "run")]) == 2
+        assert capsys.readouterr().err == f"mimkit: error: {message}\n"
+        assert not (tmp_path / "run").exists()
+        return
+    # with the package: a DatasetDict folder's train and test rows, in order, with their labels and pixels
+    folder = tmp_path / "dict"
+    datasets.DatasetDict({"train": hf_split(datasets, 0, 7), "test": hf_split(datasets, 7, 5)}).save_to_disk(str(folder))
+    for split, first, n in (("train", 0, 7), ("test", 7, 5)):
+        rows = build_dataset(DataConfig(name=f"hf:{folder}", image_size=6, split=split), channels=1)
+        assert len(rows) == n
+        for i in range(n):
+            item = rows[i]
+            assert int(item["labels"]) == (first + i) % 3
+            torch.testing.assert_close(item["images"], torch.full((1, 6, 6), 20 * (first + i) / 255))
+    # a plain Dataset folder is one undivided set: all of it is train data, and it has no test split
+    plain = tmp_path / "plain"
+    hf_split(datasets, 0, 4).save_to_disk(str(plain))
+    rows = build_dataset(DataConfig(name=f"hf:{plain}", image_size=6), channels=1)
+    assert [int(rows[i]["labels"]) for i in range(len(rows))] == [0, 1, 2, 0]
+    with pytest.raises(DataError, match="no separate test split"):
+        build_dataset(DataConfig(name=f"hf:{plain}", image_size=6, split="test"), channels=1)

@@ -199,7 +199,7 @@ def save_tiny_checkpoint(run_dir, method: str, model_config) -> None:
     from mimkit.config import RunConfig, to_dict
     from mimkit.data.config import DataConfig
     from mimkit.engine.checkpoint import save_checkpoint
-    from mimkit.methods import build_model
+    from mimkit.registry import build_model
 
     torch.manual_seed(0)
     config = RunConfig(method=method, model=model_config, data=DataConfig(name="digits", image_size=8))
@@ -207,7 +207,7 @@ def save_tiny_checkpoint(run_dir, method: str, model_config) -> None:
 
 
 def test_cli_tokenize_a_vqgan_checkpoint_and_refuse_an_mae_one(tmp_path, capsys):
-    from mimkit.engine.checkpoint import load_model
+    from mimkit.registry import load_model
     from mimkit.methods.mae import MAEConfig
     from mimkit.tokenizers.vqgan import VQGANConfig
 

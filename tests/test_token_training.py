@@ -9,7 +9,7 @@ from mimkit.cli import main
 from mimkit.config import load_config
 from mimkit.data import build_dataset
 from mimkit.data.config import DataConfig
-from mimkit.engine.checkpoint import load_model
+from mimkit.registry import load_model
 from mimkit.errors import ConfigError, DataError
 from mimkit.tokenizers import TokenCacheDataset, build_token_cache
 from mimkit.tokenizers.vqgan import VQGANConfig
@@ -46,13 +46,13 @@ def test_maskgit_trains_from_a_cache_resumes_and_needs_no_tokenizer_folder_after
     part = load_config("maskgit_fmnist", args + [f"train.out_dir={tmp_path / 'part'}"])
     from mimkit.train import resolve_tokenizer
     from mimkit.engine.trainer import Trainer
-    from mimkit.methods import build_model
+    from mimkit.registry import build_model
 
     # stop at 2, then resume through the CLI: the losses after step 2 equal the uninterrupted run
     config, ckpt = resolve_tokenizer(part)
     torch.manual_seed(config.train.seed)
     model = build_model(config.method, config.model)
-    from mimkit.engine.checkpoint import load_weights
+    from mimkit.files.checkpoint_folder import load_weights
     load_weights(model.tokenizer, ckpt)
     Trainer(model, config, TokenCacheDataset(root / "cache")).fit(stop_at=2)
     assert main(["train", "maskgit_fmnist", *args, f"train.out_dir={tmp_path / 'part'}", "--resume"]) == 0
@@ -74,12 +74,24 @@ def test_maskgit_trains_from_a_cache_resumes_and_needs_no_tokenizer_folder_after
 def test_mage_c_trains_on_two_cached_views_and_on_two_augmented_images(tokenizer_and_cache, tmp_path):
     root = tokenizer_and_cache
     pairs = TokenCacheDataset(root / "cache", pairs=True)
+    codes = torch.from_numpy(pairs.open_codes()[:].astype("int64"))  # (40 images, 3 views, h, w)
+    assert pairs.view_names == ["identity", "hflip", "crop0"]
+    # on an image whose 3 cached views hold 3 different code grids, a served grid names its view
+    distinct = [i for i in range(40) if len({codes[i, k].numpy().tobytes() for k in range(3)}) == 3]
+    assert len(distinct) >= 20
     torch.manual_seed(0)
-    batch = pairs.get_batch(torch.arange(40))
-    codes = torch.from_numpy(pairs.open_codes()[:].astype("int64"))
-    views = [[next(k for k in range(3) if torch.equal(codes[i, k], batch[key][i])) for i in range(40)]
-             for key in ("tokens", "tokens_2")]
-    assert all(a != b or torch.equal(codes[i, a], codes[i, b]) for i, (a, b) in enumerate(zip(*views)))
+    drawn = []
+    for _ in range(10):
+        batch = pairs.get_batch(torch.tensor(distinct))
+        assert torch.equal(batch["labels"], pairs.labels[distinct])
+        for row, i in enumerate(distinct):
+            first, second = ([k for k in range(3) if torch.equal(codes[i, k], batch[key][row])]
+                             for key in ("tokens", "tokens_2"))
+            assert len(first) == len(second) == 1, "each served grid is one of the image's cached views"
+            drawn.append((first[0], second[0]))
+    assert all(a != b for a, b in drawn), "the two views of an image are two different cached views"
+    # every ordered pair of different views occurs (330 draws, ~55 of each): both views are random
+    assert set(drawn) == {(a, b) for a in range(3) for b in range(3) if a != b}
     common = [f"model.tokenizer={root / 'vq'}", "model.decoder_embed_dim=8", "model.decoder_depth=1",
               "model.decoder_num_heads=2", "model.projection_hidden_dim=16", "model.projection_dim=8"] + TINY
     assert main(["train", "magec_fmnist", *common, f"data.name={root / 'cache'}", f"train.out_dir={tmp_path / 'c'}"]) == 0

@@ -8,7 +8,8 @@ from torch import nn
 
 from mimkit.config import load_config
 from mimkit.data import InMemoryDataset
-from mimkit.engine.checkpoint import latest_checkpoint, load_model
+from mimkit.files.checkpoint_folder import latest_checkpoint
+from mimkit.registry import load_model
 from mimkit.engine.optim import param_groups, scaled_lr, warmup_cosine
 from mimkit.engine.trainer import Trainer
 from mimkit.errors import CheckpointError
@@ -30,7 +31,7 @@ def test_warmup_cosine_hand_values():
 
 def test_no_weight_decay_on_1d_params_and_tokens():
     model = train_model = load_config("mae_micro_fmnist")
-    from mimkit.methods import build_model
+    from mimkit.registry import build_model
 
     model = build_model(train_model.method, train_model.model)
     decay, no_decay = param_groups(model, 0.05)
@@ -87,7 +88,7 @@ def test_resume_reproduces_the_uninterrupted_losses(tmp_path):
     part = load_config("mae_micro_fmnist", overrides + [f"train.out_dir={tmp_path / 'part'}"])
     torch.manual_seed(part.train.seed)
     from mimkit.data import build_augment, build_dataset
-    from mimkit.methods import build_model
+    from mimkit.registry import build_model
     from mimkit.train import build_callbacks, measure_pixel_statistics
 
     part = measure_pixel_statistics(part, build_dataset(part.data, channels=1))  # as train() does
