@@ -200,10 +200,12 @@ def register(sub) -> None:
                        description="Sample images by iterative masked-token decoding and write them as a picture "
                                    "grid (one row per class with --per-class).")
     p.add_argument("checkpoint", help="checkpoint folder, run folder (uses its latest checkpoint) or model.safetensors")
-    p.add_argument("--n", type=positive_int, default=None, help="number of samples (default 8, or one per --labels entry)")
+    p.add_argument("--n", type=positive_int, default=None,
+                   help="number of samples (default 8, or one per --labels entry)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--labels", help="comma-separated class ids, one per sample or one for all (-1 = no label)")
-    group.add_argument("--per-class", type=non_negative_int, default=0, help="this many samples of every class, a row each")
+    group.add_argument("--per-class", type=non_negative_int, default=0,
+                       help="this many samples of every class, a row each")
     p.add_argument("--batch-size", type=non_negative_int, default=0, help="samples per sampler call (0 = all at once)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--threads", type=thread_count, default=0, help="torch CPU threads (0 = torch's default)")

@@ -1,5 +1,5 @@
 """`mimkit presets`: list the named presets (model, data, steps and what each is for);
-`mimkit presets --markdown` prints the README's Presets table from the same rows."""
+`mimkit presets --markdown` prints the table of docs/presets.md from the same rows."""
 import textwrap
 from dataclasses import dataclass
 
@@ -148,5 +148,5 @@ def run(args) -> None:
 def register(sub) -> None:
     p = sub.add_parser("presets", help="list the named presets",
                        description="List every preset: method, model, data, steps and what it is for.")
-    p.add_argument("--markdown", action="store_true", help="print the README's Presets table instead")
+    p.add_argument("--markdown", action="store_true", help="print the table of docs/presets.md (markdown) instead")
     p.set_defaults(func=run)

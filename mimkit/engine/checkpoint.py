@@ -31,7 +31,8 @@ from safetensors.torch import save_file
 
 from ..errors import CheckpointError
 from ..files.atomic import current_umask, fsync_dir, fsync_file, write_text_atomic
-from ..files.checkpoint_folder import CHECKSUMMED_FILES, CONFIG_FILE, LATEST_FILE, MODEL_FILE, STATE_FILE, corrupt_remedy
+from ..files.checkpoint_folder import (CHECKSUMMED_FILES, CONFIG_FILE, LATEST_FILE, MODEL_FILE, STATE_FILE,
+                                       corrupt_remedy)
 from ..files.integrity import verify_checksum, write_checksums
 
 SAVE_DELAY_ENV = "MIMKIT_TEST_SAVE_DELAY"

@@ -168,7 +168,7 @@ PRESETS = {
     "classifier_fmnist": fmnist_recipe(2000),
 }
 
-# one line per preset, shown by `mimkit presets` and the README's Presets table (tests/test_presets.py
+# one line per preset, shown by `mimkit presets` and the table of docs/presets.md (tests/test_presets.py
 # fails for a preset without one)
 DESCRIPTIONS = {
     "classifier_fmnist": (

@@ -197,7 +197,7 @@ PRESETS = {
                                    decoder_depth=1, decoder_num_heads=4),
 }
 
-# one line per preset, shown by `mimkit presets` and the README's Presets table (tests/test_presets.py
+# one line per preset, shown by `mimkit presets` and the table of docs/presets.md (tests/test_presets.py
 # fails for a preset without one)
 DESCRIPTIONS = {
     "mae_vit_base_patch16": (

@@ -238,7 +238,7 @@ PRESETS = {
     "mage_cond_fmnist": fmnist_recipe(num_classes=10),
 }
 
-# one line per preset, shown by `mimkit presets` and the README's Presets table (tests/test_presets.py
+# one line per preset, shown by `mimkit presets` and the table of docs/presets.md (tests/test_presets.py
 # fails for a preset without one)
 DESCRIPTIONS = {
     "mage_vit_base_imagenet_256": (

@@ -208,7 +208,7 @@ PRESETS = {
     "revcolv2_fmnist": fmnist_recipe(800),
 }
 
-# one line per preset, shown by `mimkit presets` and the README's Presets table (tests/test_presets.py
+# one line per preset, shown by `mimkit presets` and the table of docs/presets.md (tests/test_presets.py
 # fails for a preset without one)
 DESCRIPTIONS = {
     "revcolv2_base": (

@@ -231,7 +231,7 @@ PRESETS = {
     "vqgan_fmnist": fmnist_recipe(),
 }
 
-# one line per preset, shown by `mimkit presets` and the README's Presets table (tests/test_presets.py
+# one line per preset, shown by `mimkit presets` and the table of docs/presets.md (tests/test_presets.py
 # fails for a preset without one)
 DESCRIPTIONS = {
     "vqgan_imagenet_f16_1024": (
