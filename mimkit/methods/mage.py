@@ -7,7 +7,9 @@ mask ratio per batch from N(0.55, 0.25) truncated to [0.5, 1]. Of the L tokens, 
 class-conditional variant, dropped to the fake class with p = label_dropout for guidance). The
 encoder output is padded back to L positions with the encoder's class-position output at every
 masked or dropped slot, and a ViT decoder predicts the tokens through an output layer tied to the
-token embedding; label-smoothed cross-entropy on the masked tokens.
+token embedding; label-smoothed cross-entropy on the masked tokens. As in the official code, the
+output layer reads a detached copy of the token table (see `head_table`), and the init is the
+official one (see `reset_parameters`), not MaskGIT's.
 
 MAGE-C (contrastive_weight > 0): the batch carries two views (`tokens`/`tokens_2` or
 `images`/`images_2`); each view's encoder output is average-pooled, projected by a 2-layer MLP,
@@ -22,6 +24,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..nn import Linear, TiedTokenHead, gather_tokens, pool_tokens, truncated_normal_ratio, uniform_noise
+from ..nn.init import init_vit_weights_
 from .output import Output
 from .token_model import MaskedTokenModel, TokenModelConfig
 
@@ -98,9 +101,26 @@ class MAGE(MaskedTokenModel):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The token models' init (MaskedTokenModel.reset_parameters), then the decoder positions."""
-        super().reset_parameters()
-        nn.init.trunc_normal_(self.decoder_pos_embed, std=0.02, a=-0.04, b=0.04)
+        """Official MAGE's init (LTH14/mage models_mage.py), not MaskGIT's truncated normal: the token
+        table (codes and [MASK]), the class rows and the input positions (BertEmbeddings: word and
+        position embeddings) and the decoder positions (decoder_pos_embed_learned) N(0, 0.02), not
+        truncated; every Linear xavier-uniform with zero bias (_init_weights, after the JAX ViT),
+        the fused qkv included, and the head's dense; LayerNorms ones / zeros; the head's bias zero.
+        The projector's BatchNorm (MAGE-C) keeps PyTorch's default. Skips the frozen tokenizer."""
+        for m in (self.embed.tokens, self.embed.classes):
+            nn.init.normal_(m.weight, std=0.02)
+        nn.init.normal_(self.embed.pos_embed, std=0.02)
+        nn.init.normal_(self.decoder_pos_embed, std=0.02)
+        init_vit_weights_(self, skip="tokenizer")
+        nn.init.zeros_(self.head.bias)
+
+    def head_table(self) -> torch.Tensor:
+        """The token table the tied output layer predicts against, detached from autograd, as the
+        official forward_decoder passes token_emb.word_embeddings.weight.data.detach() to its
+        MlmLayer: the prediction loss trains the head (dense, norm, bias) and everything before it,
+        but the table itself learns only through the input embedding. (MaskGIT's head reads the
+        live table.)"""
+        return self.embed.tokens.weight.detach()
 
     def no_weight_decay(self) -> set[str]:
         return {"embed.pos_embed", "decoder_pos_embed"}
@@ -158,7 +178,7 @@ class MAGE(MaskedTokenModel):
         """tokens (N, L) (mask_token_id = unknown), labels (N,) (-1 = none) or None -> logits (N, L, V).
         No token dropping at generation time: every position enters the encoder."""
         mask = tokens == self.mask_token_id
-        return self.head(self.decode(self.encode(tokens, labels), mask), self.embed.tokens.weight)
+        return self.head(self.decode(self.encode(tokens, labels), mask), self.head_table())
 
     def forward(self, tokens: torch.Tensor | None = None, images: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, tokens_2: torch.Tensor | None = None,
@@ -178,7 +198,7 @@ class MAGE(MaskedTokenModel):
         mask, ids_keep, ratio = self.draw_masks(n, target.device, generator)
         latent = self.encode(target.masked_fill(mask, self.mask_token_id), labels, ids_keep, generator)
         decoded = self.decode(latent, mask, ids_keep)
-        logits = self.head(decoded[mask], self.embed.tokens.weight)
+        logits = self.head(decoded[mask], self.head_table())
         loss, accuracy = self.masked_token_loss(logits, target[mask])
         logs = {"reconstruction_loss": loss.detach(), "accuracy": accuracy, "mask_ratio": torch.tensor(ratio)}
         if contrastive:
