@@ -1,4 +1,6 @@
-"""BEiT block-wise masking: exact counts, masks that are unions of allowed rectangles, determinism."""
+"""BEiT block-wise masking, style="union" (the default; MAE's block sampling): exact counts, masks
+that are unions of allowed rectangles, determinism. style="unilm" (BEiT v2's, the official
+algorithm): tests/test_beitv2_fidelity.py."""
 import warnings
 
 import numpy as np

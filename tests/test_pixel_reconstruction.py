@@ -123,7 +123,8 @@ def test_configs_keep_their_field_names_and_defaults():
         "features_from": "decoder"}
     assert to_dict(BEiTv2Config()) == VIT | {
         "tokenizer": "", "tokenizer_config": {}, "depth": 12, "layer_scale": 0.1, "drop_path": 0.1,
-        "abs_pos_embed": False, "early_layers": 9, "head_layers": 2, "num_mask_patches": 0, "mask_ratio": 0.4,
+        "abs_pos_embed": False, "early_layers": 9, "head_layers": 2, "num_mask_patches": 0,
+        "mask_ratio": 75 / 196,  # unilm beit2's 75 of 196 patches (issue 15); it was 0.4
         "min_mask_patches": 16, "max_mask_patches": 0, "mask_min_aspect": 0.3, "target": "codes",
         "norm_pix_loss": True}
     for cls in (MAEConfig, RevColV2Config, BEiTv2Config):

@@ -1,6 +1,7 @@
 """BEiT v2 stage 2: masked image modeling of a frozen VQ-KD tokenizer's codes (Peng et al., 2022).
 
-A block-wise mask hides ~40% of the patches (BEiT's rectangles, exact count); hidden patch
+A block-wise mask hides 75 of 196 patches (BEiT's own MaskingGenerator: random rectangles, then
+single patches up to the exact count; the default ratio 75 / 196 scales it to other grids); hidden patch
 embeddings are replaced by a learned mask token and the FULL sequence [cls; L patches] goes
 through a ViT with BEiT's details: layer scale, q/v biases (k bias zero), one relative position
 bias shared by all blocks, stochastic depth. A MIM head (the final LayerNorm `norm` + Linear
@@ -10,6 +11,12 @@ Patch aggregation (the "cls pretraining" head): the LAST block's cls token is co
 the patch tokens after block `early_layers`, passed through `head_layers` extra blocks
 (`cls_pt_layers`) and the SAME norm + lm_head; the total loss is the sum of both cross-entropies.
 The extra blocks push global information into the cls token and are not used by `features`.
+
+Init as unilm's beit2/modeling_pretrain.py: N(0, 0.02) truncated at +-0.02 (one std, so the
+empirical std is ~0.54 x 0.02) for cls / mask tokens, the position table, the patch-embedding conv
+and every Linear of the main network (zero biases), then the fix_init_weight rescale; the
+aggregation blocks are built after that init in the reference, so they keep PyTorch's default
+Linear init and only get the rescale by their layer id (early_layers + i + 1).
 
 target="pixels" is the low-level baseline of the same network: the head regresses the pixels of
 each hidden patch instead (MAE's per-patch normalised target, MSE), everything else unchanged; the
@@ -27,7 +34,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..nn import Block, BlockMasking, Linear, PatchEmbed, RelativePositionBias, num_masked_patches, pool_tokens
-from ..nn.init import beit_normal_, init_vit_weights_, rescale_residual_outputs_
+from ..nn.init import init_vit_weights_, rescale_residual_outputs_
 from .output import Output
 from .pixel_reconstruction import PixelPatches
 from .pixel_statistics import check_pixel_statistics, register_pixel_statistics
@@ -42,7 +49,8 @@ class BEiTv2Config(FrozenTokenizerConfig, ViTConfig):
 
     layer_scale: initial per-channel residual scale (0 = no layer scale). early_layers: the block
     whose patch tokens feed the aggregation head; head_layers: its extra blocks (0 = no head).
-    num_mask_patches: hidden patches per image (0 = round(mask_ratio * L)); min/max_mask_patches:
+    num_mask_patches: hidden patches per image (0 = round(mask_ratio * L); the default ratio 75 / 196
+    gives the official --num_mask_patches 75 on a 14x14 grid); min/max_mask_patches:
     the area range of one masking rectangle (max 0 = no limit); mask_min_aspect: its h / w lies in
     [mask_min_aspect, 1 / mask_min_aspect]. abs_pos_embed: also a learned absolute position
     embedding (the released BEiT v2 models use the relative bias only). Images enter in [0, 1] and
@@ -59,7 +67,7 @@ class BEiTv2Config(FrozenTokenizerConfig, ViTConfig):
     early_layers: int = 9
     head_layers: int = 2
     num_mask_patches: int = 0
-    mask_ratio: float = 0.4
+    mask_ratio: float = 75 / 196  # unilm's --num_mask_patches 75 of 14 x 14 (0.3827)
     min_mask_patches: int = 16
     max_mask_patches: int = 0
     mask_min_aspect: float = 0.3
@@ -104,6 +112,12 @@ class BEiTv2Config(FrozenTokenizerConfig, ViTConfig):
 TARGETS = ("codes", "pixels")
 
 
+def beitv2_normal_(tensor: torch.Tensor, std: float = 0.02) -> torch.Tensor:
+    """unilm beit2/modeling_pretrain.py's trunc_normal_: N(0, std) truncated at +-std (one std, not
+    timm's default +-2 absolute), so the values' std is ~0.54 std."""
+    return nn.init.trunc_normal_(tensor, mean=0.0, std=std, a=-std, b=std)
+
+
 @dataclass
 class BEiTv2Output(Output):
     """mask: (N, L) bool, True = hidden; targets: (N, L) the tokenizer's codes (None with target="pixels")."""
@@ -144,7 +158,7 @@ class BEiTv2(PixelPatches, FrozenTokenizerModel):
         self.lm_head = Linear(c.embed_dim, outputs)
         try:
             self.masking = BlockMasking(grid, c.masked_count, c.min_mask_patches, c.max_mask_patches or None,
-                                        c.mask_min_aspect)
+                                        c.mask_min_aspect, style="unilm")
         except ValueError as err:
             raise ConfigError(f"model.min_mask_patches / max_mask_patches / mask_min_aspect: {err}") from None
         register_pixel_statistics(self, c)
@@ -158,13 +172,21 @@ class BEiTv2(PixelPatches, FrozenTokenizerModel):
 
     # ------------------------------------------------------------------ init
     def reset_parameters(self) -> None:
-        """BEiT's init: N(0, 0.02) (truncated) weights and tokens, zero biases and relative bias
-        table, unit LayerNorms, and block i's attn.proj / mlp.fc2 weights divided by sqrt(2 i)
-        (the head blocks continue the count after early_layers). The tokenizer is left alone."""
-        init_vit_weights_(self, beit_normal_, types=(nn.Linear, nn.Conv2d), skip="tokenizer")
-        for token in (self.cls_token, self.mask_token, self.pos_embed):
+        """unilm's BEiT v2 pretraining init: tokens, Linear and Conv2d weights N(0, 0.02) truncated
+        at +-0.02 (`beitv2_normal_`), zero biases and relative bias table, unit LayerNorms; the
+        aggregation blocks (`cls_pt_layers`) get PyTorch's default Linear / LayerNorm init (the
+        reference creates them after its init pass). Then block i's attn.proj / mlp.fc2 weights
+        are divided by sqrt(2 i) (the head blocks continue the count after early_layers). The
+        tokenizer is left alone."""
+        for token in (self.pos_embed, self.cls_token, self.mask_token):
             if token is not None:
-                beit_normal_(token)
+                beitv2_normal_(token)
+        for name, child in self.named_children():
+            if not name.startswith(("tokenizer", "cls_pt_layers")):
+                init_vit_weights_(child, beitv2_normal_, types=(nn.Linear, nn.Conv2d))
+        for m in self.cls_pt_layers.modules():
+            if isinstance(m, (nn.Linear, nn.LayerNorm)):
+                m.reset_parameters()  # kaiming-uniform weights, U(+-1/sqrt(fan_in)) biases; LayerNorm 1 / 0
         layer_ids = [i + 1 for i in range(len(self.blocks))]
         layer_ids += [self.config.early_layers + i + 1 for i in range(len(self.cls_pt_layers))]
         rescale_residual_outputs_([*self.blocks, *self.cls_pt_layers], layer_ids)
@@ -275,14 +297,15 @@ class BEiTv2(PixelPatches, FrozenTokenizerModel):
 def imagenet_recipe() -> dict:
     """The paper's ViT-B/16 recipe on ImageNet-1k: 300 epochs at batch 2048 (128 x 16 accumulation
     here), lr 1.5e-3, 10 warmup epochs, AdamW (0.9, 0.98), wd 0.05, clip 3.0, 75 of 196 patches
-    block-masked, layer scale 0.1, drop path 0.1. Set model.tokenizer to a trained VQ-KD run and
-    data.name to the ImageNet train folder."""
+    block-masked (--num_mask_patches 75, blocks of >= 16 before rounding), layer scale 0.1, drop
+    path 0 (unilm's PRETRAINING.md: 0 for 300 epochs, 0.1 and betas (0.9, 0.999) for 1600). Set
+    model.tokenizer to a trained VQ-KD run and data.name to the ImageNet train folder."""
     steps_per_epoch = 1_281_167 // 2048
     return {
         "method": "beitv2",
         "model": {"tokenizer": "", "img_size": 224, "patch_size": 16, "in_chans": 3, "embed_dim": 768,
                   "depth": 12, "num_heads": 12, "early_layers": 9, "head_layers": 2, "num_mask_patches": 75,
-                  "min_mask_patches": 16, "layer_scale": 0.1, "drop_path": 0.1},
+                  "min_mask_patches": 16, "layer_scale": 0.1, "drop_path": 0.0},
         "data": {"name": "imagenet/train", "image_size": 224, "crop_scale": [0.2, 1.0], "num_workers": 8},
         "optim": {"lr": 1.5e-3, "min_lr": 1e-5, "weight_decay": 0.05, "betas": [0.9, 0.98],
                   "warmup_steps": 10 * steps_per_epoch, "clip_grad": 3.0},

@@ -100,12 +100,15 @@ class MaskGIT(MaskedTokenModel):
 # ------------------------------------------------------------------------------ presets
 def imagenet_recipe() -> dict:
     """The paper's class-conditional ImageNet 256 recipe (VQGAN f16, 16x16 tokens): 24 x 768,
-    Adam(0.9, 0.96) lr 1e-4 at batch 256, wd 0.045, 300 epochs, label smoothing 0.1."""
+    Adam(0.9, 0.96) lr 1e-4 at batch 256, wd 0.045, 300 epochs, label smoothing 0.1, no label
+    dropout (google-research/maskgit's maskgit_class_cond_config has none: the paper samples
+    without classifier-free guidance)."""
     steps_per_epoch = 1_281_167 // 256
     return {
         "method": "maskgit",
         "model": {"tokenizer": "runs/vqgan_imagenet", "num_classes": 1000, "embed_dim": 768, "depth": 24,
-                  "num_heads": 16, "mlp_ratio": 4.0, "dropout": 0.1, "label_smoothing": 0.1},
+                  "num_heads": 16, "mlp_ratio": 4.0, "dropout": 0.1, "label_smoothing": 0.1,
+                  "label_dropout": 0.0},
         "data": {"name": "imagenet/train", "image_size": 256, "crop_scale": [0.8, 1.0], "num_workers": 8},
         "optim": {"blr": 1e-4, "weight_decay": 0.045, "betas": [0.9, 0.96], "warmup_steps": 5000},
         "train": {"steps": 300 * steps_per_epoch, "batch_size": 256, "ckpt_every": 5000},

@@ -1,18 +1,26 @@
 """Block-wise masking (BEiT): hide a union of random rectangles of patches, with an exact count.
 
-BEiT's generator draws rectangles of area ~ U(min_num_patches, remaining) and aspect ratio
-h / w log-uniform in [min_aspect, 1 / min_aspect] at random positions, and keeps one when it adds
-between 1 and the remaining number of new patches, until the target is reached or ten draws in a
-row fail; BEiT v2 then flips random single patches to hit the count. Here the count is exact AND
-the mask stays a union of allowed rectangles (area >= min_num_patches, <= max_num_patches, aspect
-in bounds):
+Two styles, both drawing every random number from `generator` (or torch's global RNG):
+
+style="unilm" (BEiT / BEiT v2's own MaskingGenerator, unilm beit2/masking_generator.py; what
+BEiTv2 uses). Until the target count is reached: up to ten tries per block of a target area
+U(min_num_patches, m) (m = min(remaining, max_num_patches), so below min_num_patches once fewer
+than min_num_patches remain), aspect h / w log-uniform in [min_aspect, 1 / min_aspect],
+h = round(sqrt(area * aspect)), w = round(sqrt(area / aspect)) (Python's round), kept only when
+h < grid height and w < grid width (strictly) and it adds between 1 and m new patches, at a
+uniform position; when ten tries in a row add nothing the loop stops and uniformly chosen visible
+patches are hidden to reach the count. The rounding makes blocks of fewer than min_num_patches
+common (e.g. area 16, aspect 1.5 -> 5 x 3), and the fill adds single patches.
+
+style="union" (mimkit's variant, the default; used by MAE's block sampling): the count is exact
+AND the mask stays a union of allowed rectangles (area >= min_num_patches, <= max_num_patches,
+aspect in bounds):
 - a rectangle is kept only when it leaves 0 or at least min_num_patches patches to place (a
   smaller remainder can often not be covered by any allowed rectangle);
 - when random draws fail, every allowed rectangle at every position is scored at once (summed-area
   table) and one adding exactly the remainder (else one keeping the rule above) is drawn;
 - if that is impossible too, the mask is redrawn from scratch (a few times; then, as a last resort
   that never happened in the tests, BEiT v2's single-patch correction with a warning).
-All randomness comes from `generator` (or torch's global RNG), so masks are reproducible.
 """
 import math
 import warnings
@@ -24,6 +32,7 @@ from .patch_embed import to_pair
 
 RANDOM_ATTEMPTS = 10  # BEiT's consecutive failed draws before giving up on random placement
 RESTARTS = 20
+STYLES = ("union", "unilm")
 
 
 def num_masked_patches(ratio: float, num_patches: int) -> int:
@@ -61,10 +70,15 @@ class BlockMasking:
 
     grid_size: (h, w) patch grid. min_num_patches / max_num_patches (None = no upper bound): the
     area range of one rectangle. min_aspect: h / w of a rectangle lies in [min_aspect, 1/min_aspect].
+    style: "union" (every hidden patch in an allowed rectangle) or "unilm" (BEiT's MaskingGenerator,
+    rounding and single-patch fill included); see the module docstring.
     """
 
     def __init__(self, grid_size, num_masked: int, min_num_patches: int = 16, max_num_patches: int | None = None,
-                 min_aspect: float = 0.3):
+                 min_aspect: float = 0.3, style: str = "union"):
+        if style not in STYLES:
+            raise ValueError(f"block masking style must be one of {', '.join(STYLES)}, got {style!r}")
+        self.style = style
         self.grid_size = to_pair(grid_size)
         length = self.grid_size[0] * self.grid_size[1]
         if not 0 < min_aspect <= 1:
@@ -74,25 +88,66 @@ class BlockMasking:
                              f"and {max_num_patches}")
         if not 0 <= num_masked <= length:
             raise ValueError(f"cannot mask {num_masked} of {length} patches")
-        if 0 < num_masked < min_num_patches:
+        if style == "union" and 0 < num_masked < min_num_patches:
             raise ValueError(f"{num_masked} masked patches is fewer than one block of min_num_patches="
                              f"{min_num_patches}; lower min_num_patches or mask more")
         self.num_masked, self.min_num_patches, self.max_num_patches = num_masked, min_num_patches, max_num_patches
         self.min_aspect = min_aspect
         self.shapes = allowed_block_shapes(self.grid_size, min_num_patches, max_num_patches, min_aspect)
         self.shape_set = set(self.shapes)
-        if num_masked and not self.shapes:
+        if style == "union" and num_masked and not self.shapes:
             raise ValueError(f"no rectangle of {min_num_patches}..{max_num_patches} patches with aspect in "
                              f"[{min_aspect}, {1 / min_aspect:.3g}] fits the {self.grid_size} grid")
 
     def __call__(self, n: int, generator: torch.Generator | None = None, flat: bool = False) -> torch.Tensor:
         """(N, h, w) bool masks (or (N, L) with flat=True), drawn from `generator`."""
         uniform = _Uniforms(generator)
-        masks = torch.from_numpy(np.stack([self.draw_one(uniform) for _ in range(n)]) if n else
+        draw = self.draw_unilm if self.style == "unilm" else self.draw_one
+        masks = torch.from_numpy(np.stack([draw(uniform) for _ in range(n)]) if n else
                                  np.zeros((0, *self.grid_size), dtype=bool))
         return masks.flatten(1) if flat else masks
 
-    # ------------------------------------------------------------------ one mask
+    # ------------------------------------------------------------------ one mask, style="unilm"
+    def draw_unilm(self, uniform) -> np.ndarray:
+        """BEiT's MaskingGenerator.__call__: blocks until the count is reached or a block cannot be
+        placed in ten tries, then uniformly chosen visible patches to reach the count."""
+        mask = np.zeros(self.grid_size, dtype=bool)
+        cap = self.num_masked if self.max_num_patches is None else self.max_num_patches
+        count = 0
+        while count < self.num_masked:
+            added = self.unilm_block(mask, min(self.num_masked - count, cap), uniform)
+            if added == 0:
+                break
+            count += added
+        if count < self.num_masked:  # (a block never adds more than the remainder, so never above)
+            flat = mask.reshape(-1)
+            visible = np.flatnonzero(~flat)  # row-major, as numpy's nonzero
+            pool = list(range(len(visible)))
+            for _ in range(self.num_masked - count):  # a uniform subset, drawn one patch at a time
+                flat[visible[pool.pop(min(int(uniform() * len(pool)), len(pool) - 1))]] = True
+            mask = flat.reshape(self.grid_size)
+        return mask
+
+    def unilm_block(self, mask: np.ndarray, limit: int, uniform) -> int:
+        """BEiT's MaskingGenerator._mask: up to ten draws of one block adding 1..limit new patches;
+        hides it in `mask` and returns how many patches it added (0 = none placed)."""
+        gh, gw = self.grid_size
+        log_lo, log_hi = math.log(self.min_aspect), -math.log(self.min_aspect)
+        for _ in range(RANDOM_ATTEMPTS):
+            area = self.min_num_patches + (limit - self.min_num_patches) * uniform()  # random.uniform(min, limit)
+            aspect = math.exp(log_lo + (log_hi - log_lo) * uniform())
+            h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+            if h >= gh or w >= gw:  # the reference requires h < height and w < width
+                continue
+            top = min(int(uniform() * (gh - h + 1)), gh - h)  # random.randint(0, gh - h)
+            left = min(int(uniform() * (gw - w + 1)), gw - w)
+            new = h * w - int(mask[top:top + h, left:left + w].sum())
+            if 0 < new <= limit:
+                mask[top:top + h, left:left + w] = True
+                return new
+        return 0
+
+    # ------------------------------------------------------------------ one mask, style="union"
     def draw_one(self, uniform) -> np.ndarray:
         for _ in range(RESTARTS):
             mask = np.zeros(self.grid_size, dtype=bool)
@@ -164,7 +219,8 @@ class BlockMasking:
 
 
 def block_masking(n: int, grid_size, num_masked: int, min_num_patches: int = 16, max_num_patches: int | None = None,
-                  min_aspect: float = 0.3, generator: torch.Generator | None = None, flat: bool = False) -> torch.Tensor:
+                  min_aspect: float = 0.3, generator: torch.Generator | None = None, flat: bool = False,
+                  style: str = "union") -> torch.Tensor:
     """(N, h, w) bool (or (N, L) with flat=True) block masks of exactly num_masked patches each;
     see `BlockMasking`."""
-    return BlockMasking(grid_size, num_masked, min_num_patches, max_num_patches, min_aspect)(n, generator, flat)
+    return BlockMasking(grid_size, num_masked, min_num_patches, max_num_patches, min_aspect, style)(n, generator, flat)
