@@ -68,9 +68,14 @@ def test_convert_cli_lists_the_table_and_converts_a_file(tmp_path, capsys):
     save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "mae.safetensors"))
     assert main(["convert", "vitmae-v4", str(tmp_path / "mae.safetensors"), str(tmp_path / "hf.safetensors"),
                  "--export"]) == 0
-    assert main(["convert", "vitmae-v4", str(tmp_path / "hf.safetensors"), str(tmp_path / "back.safetensors")]) == 0
-    back = load_file(str(tmp_path / "back.safetensors"))
+    # importing writes a model folder (tests/test_convert_folders.py); exporting takes one too
+    assert main(["convert", "vitmae-v4", str(tmp_path / "hf.safetensors"), str(tmp_path / "back"),
+                 "--set", "num_heads=2", "--set", "decoder_num_heads=2"]) == 0
+    back = load_file(str(tmp_path / "back" / "model.safetensors"))
     assert back.keys() == sd.keys() and all(torch.equal(back[k], sd[k]) for k in sd)
+    assert main(["convert", "vitmae-v4", str(tmp_path / "back"), str(tmp_path / "hf2.safetensors"), "--export"]) == 0
+    hf, hf2 = load_file(str(tmp_path / "hf.safetensors")), load_file(str(tmp_path / "hf2.safetensors"))
+    assert hf.keys() == hf2.keys() and all(torch.equal(hf[k], hf2[k]) for k in hf)
     assert main(["convert", "timm-vit-mae", str(tmp_path / "mae.safetensors"), str(tmp_path / "x.safetensors")]) == 2
     assert "no import direction" in capsys.readouterr().err
 
