@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .errors import CheckpointError, ConfigError
 from .registry import load_model
@@ -27,8 +28,17 @@ def _hf_pixel_statistics(directory: Path, channels: int) -> tuple[torch.Tensor, 
 
 
 def hf_teacher(directory) -> Teacher:
-    """A Hugging Face vision model saved with save_pretrained in `directory` (read offline); for
-    CLIP-style models with a text half, the vision tower (its last_hidden_state, before the projection)."""
+    """A Hugging Face vision model saved with save_pretrained in `directory` (read offline).
+
+    The target per patch (see HFPatchFeatures):
+    - a CLIP model (one with `vision_model` and `visual_projection`, i.e. transformers' CLIPModel):
+      visual_projection(vision_model.post_layernorm(patch tokens)), (N, L, projection_dim), 512-d for
+      ViT-B/16 - BEiT v2's VQ-KD CLIP target (ln_post of the patch tokens times proj), not the 768-d
+      last_hidden_state, which CLIP takes before its final layer norm and projection;
+    - another model with a text half (`vision_model`, no projection): its vision tower's
+      last_hidden_state patch tokens;
+    - any other vision model (ViT, DINO, ...): its last_hidden_state patch tokens.
+    """
     from transformers import AutoModel
 
     directory = Path(directory)
@@ -36,8 +46,16 @@ def hf_teacher(directory) -> Teacher:
         model = AutoModel.from_pretrained(str(directory), local_files_only=True)
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load the Hugging Face model in {directory}: {str(err).splitlines()[0]}") from None
+    head = None
     if hasattr(model, "vision_model"):
+        projection = getattr(model, "visual_projection", None)
         model = model.vision_model
+        if projection is not None:
+            norm = getattr(model, "post_layernorm", None)
+            if norm is None:
+                raise ConfigError(f"the Hugging Face model in {directory} has a visual_projection but its vision "
+                                  f"tower has no post_layernorm; cannot form CLIP's projected patch features")
+            head = nn.Sequential(norm, projection)
     cfg = getattr(model, "config", None)
     cfg = getattr(cfg, "vision_config", cfg)
     if not all(hasattr(cfg, k) for k in ("image_size", "patch_size")):
@@ -46,7 +64,7 @@ def hf_teacher(directory) -> Teacher:
     channels = int(getattr(cfg, "num_channels", 3))
     pair = lambda v: (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))  # noqa: E731
     mean, std = _hf_pixel_statistics(directory, channels)
-    adapter = HFPatchFeatures(model, pair(cfg.image_size), pair(cfg.patch_size), channels, mean, std)
+    adapter = HFPatchFeatures(model, pair(cfg.image_size), pair(cfg.patch_size), channels, mean, std, head=head)
     return Teacher(adapter, adapter, grid_size=adapter.grid_size, name=str(directory))
 
 

@@ -4,7 +4,7 @@ A `Teacher` maps images (N, C, H, W) in [0, 1] to features (N, L, D), L = h * w 
 row-major order, with no gradient and always in eval mode. Three ways to get one:
 
     mimkit_teacher(mae)                     # a mimkit model with patch_features (e.g. an MAE)
-    Teacher(HFPatchFeatures(...), ...)      # a Hugging Face vision model
+    Teacher(HFPatchFeatures(...), ...)      # a Hugging Face vision model (CLIP: projected patch tokens)
     Teacher(my_fn, grid_size=(7, 7))        # any callable images -> (N, L, D)
 A path (a run folder or a Hugging Face model directory) becomes a Teacher where runs are assembled:
 mimkit.teacher_loading.load_teacher.
@@ -73,13 +73,27 @@ def mimkit_teacher(model: nn.Module, name: str = "mimkit model") -> Teacher:
 
 
 class HFPatchFeatures(nn.Module):
-    """A Hugging Face vision model as images in [0, 1] -> last_hidden_state without its leading
-    non-patch tokens (cls, distillation or register tokens): (N, L, D)."""
+    """A Hugging Face vision model as images in [0, 1] -> per-patch features (N, L, D).
+
+    The patch tokens are last_hidden_state without its leading non-patch tokens (cls, distillation or
+    register tokens). With `head` (a module applied to each patch token) they are head(patch tokens).
+
+    Which target each kind of model gives (mimkit.teacher_loading.hf_teacher picks it):
+    - a CLIP model (a vision tower plus `visual_projection`, transformers' CLIPModel): head =
+      visual_projection(post_layernorm(.)), so D is the joint image-text embedding size (512 for
+      ViT-B/16). This is BEiT v2's VQ-KD target: its CLIP teacher layer-norms the final patch tokens
+      (ln_post) and multiplies them by the visual projection (proj). CLIP's last_hidden_state is taken
+      before post_layernorm and has no projection (768-d for ViT-B), which is a different target.
+    - any other vision model (ViT, DINO, DINOv2, ...): no head, the last_hidden_state patch tokens,
+      which these models already give after their final layer norm (BEiT v2's DINO teacher also uses
+      the final normed patch tokens).
+    """
 
     def __init__(self, model: nn.Module, image_size: tuple[int, int], patch_size: tuple[int, int], channels: int,
-                 mean: torch.Tensor, std: torch.Tensor):
+                 mean: torch.Tensor, std: torch.Tensor, head: nn.Module | None = None):
         super().__init__()
         self.model = model
+        self.head = head
         self.image_size, self.channels = image_size, channels
         self.grid_size = (image_size[0] // patch_size[0], image_size[1] // patch_size[1])
         self.register_buffer("mean", mean, persistent=False)
@@ -93,7 +107,8 @@ class HFPatchFeatures(nn.Module):
             x = x.expand(-1, self.channels, -1, -1)
         x = (x - self.mean) / self.std
         hidden = self.model(pixel_values=x).last_hidden_state  # (N, prefix + L, D)
-        return hidden[:, hidden.shape[1] - self.grid_size[0] * self.grid_size[1]:]
+        patches = hidden[:, hidden.shape[1] - self.grid_size[0] * self.grid_size[1]:]
+        return patches if self.head is None else self.head(patches)
 
 
 def as_teacher(teacher) -> Teacher:
