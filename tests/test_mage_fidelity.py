@@ -9,22 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from mimkit.methods.mage import MAGE, MAGEConfig
+from mimkit.methods.mage import MAGE
 from mimkit.methods.maskgit import MaskGIT, MaskGITConfig
+from test_token_models import TOKENIZER, tiny_mage  # the tiny MAGE of the token-model tests
 
-TOKENIZER = {"method": "vqgan", "model": {
-    "img_size": 8, "in_chans": 1, "base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
-    "attn_resolutions": [], "z_channels": 8, "norm_groups": 4, "codebook_size": 16, "code_dim": 4,
-    "disc_channels": 8, "disc_layers": 1}}  # 8 px -> 4x4 = 16 tokens from 16 codes
-V = 16
-
-
-def tiny_mage(**kw) -> MAGE:
-    torch.manual_seed(0)
-    kw = {"tokenizer_config": TOKENIZER, "embed_dim": 16, "depth": 1, "num_heads": 2, "decoder_embed_dim": 8,
-          "decoder_depth": 1, "decoder_num_heads": 2, "dropout": 0.0, "projection_hidden_dim": 16,
-          "projection_dim": 8} | kw
-    return MAGE(MAGEConfig(**kw))
+V = 16  # codes of the tiny tokenizer
 
 
 class OfficialMlmLayer(nn.Module):
