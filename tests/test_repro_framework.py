@@ -8,7 +8,7 @@ from PIL import Image
 
 from mimkit.cli import main
 from mimkit.repro import ReproContext, Report
-from mimkit.repro.context import REQUEST_FILE
+from mimkit.repro.context import REQUEST_FILE, code_fingerprint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -74,6 +74,13 @@ def test_runs_are_reused_for_the_same_config_and_retrained_otherwise(tmp_path, c
     ctx.train("mae_micro_fmnist", [*overrides, "model.mask_ratio=0.5"], "r")  # another config: trained again
     assert "training" in capsys.readouterr().out
     assert json.loads((run / REQUEST_FILE).read_text())["model"]["mask_ratio"] == 0.5
+    # the same config made by other code (a request recorded with another code fingerprint): trained again
+    request = json.loads((run / REQUEST_FILE).read_text())
+    assert request["code"] == code_fingerprint()
+    (run / REQUEST_FILE).write_text(json.dumps({**request, "code": "0" * 64}))
+    ctx.train("mae_micro_fmnist", [*overrides, "model.mask_ratio=0.5"], "r")
+    assert "training" in capsys.readouterr().out
+
 
 
 def test_cli_lists_the_reproductions_and_refuses_unknown_names(capsys):

@@ -4,9 +4,13 @@ evaluation splits, and the random-init baseline of a probe.
 Runs of a reproduction live in `work/NAME/RUN` (default work: runs/repro, quick mode: runs/repro-quick);
 prerequisites several reproductions need (a VQGAN, a feature network, an MAE teacher) live in
 `work/shared/RUN`, so the second reproduction that needs them does not train them again. A run is
-reused when its last checkpoint was made from exactly the same config; a run with the same config
-that stopped early is resumed; anything else is retrained from scratch.
+reused when its last checkpoint was made from exactly the same config by the same mimkit code
+(`code_fingerprint`: a hash of the package's source files, so a report re-run after a code change
+never mixes runs of old and new code); a run with the same config and code that stopped early is
+resumed; anything else is retrained from scratch.
 """
+import functools
+import hashlib
 import json
 import time
 from dataclasses import dataclass, replace
@@ -57,7 +61,7 @@ class ReproContext:
                     f"train.threads={self.threads}", f"train.seed={self.seed}"]
         config = load_config(preset, settings)
         check_image_size(config)
-        wanted = comparable(to_dict(config))
+        wanted = {**comparable(to_dict(config)), "code": code_fingerprint()}
         request = out / REQUEST_FILE  # the config this folder's run was asked for (the saved config.json
         done = latest_checkpoint(out)  # is the resolved one: tokenizer configs filled in, etc.)
         if done is not None and request.is_file() and json.loads(request.read_text()) == wanted:
@@ -105,6 +109,16 @@ def timed(run_dir: Path, work) -> Path:
     before = float(file.read_text()) if file.is_file() else 0.0
     file.write_text(f"{before + time.time() - started:.1f}\n")
     return result
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """sha256 over the path and bytes of every .py file of the mimkit package (sorted): what trained a run."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for file in sorted(package.rglob("*.py")):
+        digest.update(str(file.relative_to(package)).encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def comparable(config: dict) -> dict:

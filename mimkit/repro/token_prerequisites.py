@@ -30,7 +30,7 @@ from ..eval.frechet import feature_statistics, frechet_distance
 from ..eval.generation_report import sample_metrics
 from ..tokenizers.cache import (FORMAT_VERSION, TokenCacheDataset, build_token_cache, read_manifest,
                                 tokenizer_fingerprint)
-from .context import REQUEST_FILE, ReproContext, timed
+from .context import REQUEST_FILE, ReproContext, code_fingerprint, timed
 from .stages import stage_info, stage_text, timed_train
 
 # vqgan_fmnist scaled down: base 8 channels (16 in the preset) and no GAN phase (disc_start past the
@@ -88,9 +88,10 @@ def image_side(tokenizer) -> int:
 def cache_request(tokenizer, views, images: int) -> dict:
     """What a token cache is made from: the tokenizer's fingerprint, the views, the image count
     (0 = all; a seeded subset stratified by class, not the first images) and the source, plus the
-    cache format version."""
+    cache format version and the code that made it."""
     return {"tokenizer_fingerprint": tokenizer_fingerprint(tokenizer), "views": list(views), "images": images,
-            "subset": "seeded-stratified", "source": CACHE_SOURCE, "format_version": FORMAT_VERSION}
+            "subset": "seeded-stratified", "source": CACHE_SOURCE, "format_version": FORMAT_VERSION,
+            "code": code_fingerprint()}
 
 
 def cache_is_current(cache_dir: Path, request: dict) -> bool:
