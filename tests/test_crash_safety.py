@@ -106,8 +106,9 @@ def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(tmp_path):
     reference = start([*argv, "--out", str(tmp_path / "full")])
     run = tmp_path / "killed"
     first = start([*argv, "--out", str(run)])
-    # kill 1: at a random moment after a random step; kill 2: inside a checkpoint write; kill 3: random again
-    target_1, target_3 = rng.randint(2, 12), rng.randint(17, 25)
+    # kill 1: at a random moment after a random step past the first checkpoint (step 5: --resume refuses a
+    # folder with no checkpoint); kill 2: inside a checkpoint write; kill 3: random again
+    target_1, target_3 = rng.randint(6, 12), rng.randint(17, 25)
     assert kill_when(first, lambda: logged_steps(run) >= target_1, 0.03, rng), f"seed {seed}: run 1 ended first"
     assert_checkpoints_sound(run)
     second = start([*argv, "--out", str(run), "--resume"], env={SAVE_DELAY_ENV: "5"})
