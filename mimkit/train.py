@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 
 from .data import build_augment, build_dataset
+from .data.augment import unaugmented
 from .data.collate import SkippedItem
 from .data.statistics import pixel_statistics_of
 from .engine.resume_check import fill_from_saved, resumable_checkpoint
@@ -114,8 +115,9 @@ def train(config: RunConfig, resume: bool = False, allow_change=()) -> Path:
         config = fill_from_saved(config, read_config(ckpt))
     check_views(config)
     dataset = build_dataset(config.data, channels=image_channels(config),
-                            min_side=getattr(config.model, "patch_size", None) or 1)
-    config = measure_pixel_statistics(config, dataset)
+                            min_side=getattr(config.model, "patch_size", None) or 1, training=True)
+    with unaugmented(dataset):  # statistics of the images, not of random crops
+        config = measure_pixel_statistics(config, dataset)
     torch.manual_seed(config.train.seed)  # the model's init is part of the seeded run
     model = build_model(config.method, config.model)
     if tokenizer_ckpt is not None:
@@ -123,8 +125,10 @@ def train(config: RunConfig, resume: bool = False, allow_change=()) -> Path:
     if teacher is not None:
         model.attach_teacher(teacher)  # frozen, outside the state dict
     check_token_cache(model, dataset)
-    augment = None if isinstance(dataset, TokenCacheDataset) else build_augment(config.data)
-    trainer = Trainer(model, config, dataset, augment=augment, callbacks=build_callbacks(model, config, dataset))
+    augment = None if isinstance(dataset, TokenCacheDataset) else build_augment(config.data, dataset)
+    with unaugmented(dataset):  # pictures show the un-augmented images
+        callbacks = build_callbacks(model, config, dataset)
+    trainer = Trainer(model, config, dataset, augment=augment, callbacks=callbacks)
     trainer.fit(resume=resume, allow_change=allow_change)
     return trainer.run_dir
 

@@ -4,6 +4,7 @@ Built on kornia (no torchvision needed). kornia draws its parameters from torch'
 so saving/restoring torch.get_rng_state() reproduces the augmentation exactly.
 """
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 
@@ -35,10 +36,29 @@ def identity(images: torch.Tensor) -> torch.Tensor:
     return images
 
 
-def build_augment(cfg: DataConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+def augments_itself(dataset) -> bool:
+    """True when `dataset` crops and flips its items itself (an ImageFolder built for training)."""
+    return bool(getattr(dataset, "augments_itself", False))
+
+
+@contextmanager
+def unaugmented(dataset):
+    """Within: a dataset that augments itself serves plain items (statistics, pictures)."""
+    if not augments_itself(dataset):
+        yield dataset
+        return
+    dataset.augment = False
+    try:
+        yield dataset
+    finally:
+        dataset.augment = True
+
+
+def build_augment(cfg: DataConfig, dataset=None) -> Callable[[torch.Tensor], torch.Tensor]:
     """The training augmentation of `cfg`: BatchAugment(image_size, crop_scale, crop_ratio,
-    0.5 if hflip else 0), or the identity when cfg.augment is False."""
+    0.5 if hflip else 0), or the identity when cfg.augment is False or `dataset` augments its
+    items itself (on the original images, see mimkit.data.folder.ImageFolder)."""
     cfg.validate("data")
-    if not cfg.augment:
+    if not cfg.augment or augments_itself(dataset):
         return identity
     return BatchAugment(cfg.image_size, cfg.crop_scale, cfg.crop_ratio, 0.5 if cfg.hflip else 0.0)

@@ -16,8 +16,11 @@ class DataConfig:
     split: "train" or "test": the built-ins' splits, a folder's train/ or val/ (test/) sub-folder, an
            .npz's train_*/test_* arrays, an HF DatasetDict's split (see mimkit.data.splits); a source
            without splits is all train data and has no test split.
-    image_size: side in pixels every image is resized to before augmentation.
-    crop_scale / hflip / augment: RandomResizedCrop(scale) + horizontal flip, batched on tensors.
+    image_size: side in pixels of the images a model is fed.
+    crop_scale / hflip / augment: RandomResizedCrop(scale) + horizontal flip. Image folders draw
+           the crop on the original, full-resolution image in the data workers and resize only the
+           crop (the papers' recipe, mimkit.data.crops); in-memory sources (built-ins, arrays) are
+           resized first and cropped in batches on the training device.
     crop_ratio: aspect-ratio range (width / height) of the RandomResizedCrop boxes.
     on_error: "raise" (stop naming the file) or "skip" (skip unreadable images and count them).
     max_image_pixels: image files with more pixels are refused before decoding (decompression bombs).

@@ -136,3 +136,51 @@ def decode_image(path: str | os.PathLike, channels: int, size: int, max_pixels: 
         array = pil_to_array(img)
     images = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
     return fit_square(to_channels(images, channels, str(path))[None], size)[0].contiguous()
+
+
+def oriented_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) after EXIF orientation, read from the header only."""
+    width, height = img.size
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # a damaged EXIF block: exif_transpose will not turn the image either
+        orientation = 1
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def decode_random_crop(path: str | os.PathLike, channels: int, size: int, scale: tuple[float, float],
+                       ratio: tuple[float, float], hflip: bool, generator: torch.Generator,
+                       max_pixels: int = MAX_PIXELS, min_side: int = 1) -> torch.Tensor:
+    """Image file -> float32 (channels, size, size) in [0, 1]: the training augmentation on the original.
+
+    A RandomResizedCrop box (mimkit.data.crops, torchvision's rule) is drawn on the whole image at
+    full resolution (after EXIF orientation); a JPEG is decoded at the smallest draft scale (1/2,
+    1/4, 1/8) whose crop still has at least `size` pixels a side; only the crop is resized to
+    size x size (bicubic, antialiased, clamped to [0, 1]); then it is mirrored left-right with
+    probability 1/2 when `hflip`. Every random number comes from `generator`. Errors as decode_image.
+    """
+    from .crops import random_resized_crop_box
+
+    with pillow_limit(max_pixels), open_checked(path, max_pixels, min_side) as img:
+        width, height = oriented_size(img)
+        left, top, w, h = random_resized_crop_box(width, height, scale, ratio, generator)
+        factor = next((f for f in (8, 4, 2) if min(w, h) >= f * size), 1)
+        if factor > 1:  # JPEG only (other formats ignore draft): decode at 1/factor
+            img.draft(img.mode, (img.size[0] // factor, img.size[1] // factor))
+        img.load()
+        ImageOps.exif_transpose(img, in_place=True)
+        array = pil_to_array(img)
+    images = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    images = to_channels(images, channels, str(path))
+    fy, fx = images.shape[1] / height, images.shape[2] / width  # 1 unless drafted
+    x0, y0 = min(int(round(left * fx)), images.shape[2] - 1), min(int(round(top * fy)), images.shape[1] - 1)
+    x1, y1 = max(x0 + 1, min(int(round((left + w) * fx)), images.shape[2])), \
+        max(y0 + 1, min(int(round((top + h) * fy)), images.shape[1]))
+    crop = images[None, :, y0:y1, x0:x1]
+    if crop.shape[-2:] != (size, size):
+        crop = torch.nn.functional.interpolate(crop, size=(size, size), mode="bicubic", align_corners=False,
+                                               antialias=True).clamp_(0, 1)
+    crop = crop[0]
+    if hflip and torch.rand(1, generator=generator).item() < 0.5:
+        crop = crop.flip(-1)
+    return crop.contiguous()

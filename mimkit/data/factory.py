@@ -24,7 +24,8 @@ CHOICES = ("fashion-mnist, digits, or a path to an image folder, a .npy/.npz fil
 
 
 def build_dataset(cfg: DataConfig, channels: int, split: str | None = None, min_side: int = 1,
-                  whole: bool = False, classes: list[str] | None = None, key: str = "data.name"):
+                  whole: bool = False, classes: list[str] | None = None, key: str = "data.name",
+                  training: bool = False):
     """The dataset of `cfg.name` with items {"images": float32 (channels, S, S), "labels": int64 0-d},
     or for a token cache folder a TokenCacheDataset with items {"tokens": (h, w), "labels"}.
 
@@ -39,11 +40,13 @@ def build_dataset(cfg: DataConfig, channels: int, split: str | None = None, min_
     passes the model's patch size). Every dataset gets `source`, the text that names it in reports,
     `split`: the split it is of a divided source (None for an undivided one), and `identity`: the
     resolved source path and split, which tells whether two datasets are the same data.
+    training: the dataset a run trains on; with cfg.augment an image folder then augments its items
+    itself on the original images (ImageFolder augment=True; the Trainer does not crop them again).
     """
     if not cfg.name:
         raise ConfigError(f"{key} is empty; give fashion-mnist, digits, or a folder / .npy / .npz / IDX path")
     split = split or cfg.split
-    dataset = _build(cfg, channels, split, min_side, whole, classes, key)
+    dataset = _build(cfg, channels, split, min_side, whole, classes, key, training)
     if not hasattr(dataset, "split"):
         dataset.split = None
     path = Path(cfg.name).expanduser()
@@ -52,7 +55,7 @@ def build_dataset(cfg: DataConfig, channels: int, split: str | None = None, min_
 
 
 def _build(cfg: DataConfig, channels: int, split: str, min_side: int, whole: bool, classes: list[str] | None,
-           key: str):
+           key: str, training: bool = False):
     """build_dataset without the `split` mark of undivided sources."""
     cfg.validate("data")
     check_split_name(split)
@@ -80,7 +83,7 @@ def _build(cfg: DataConfig, channels: int, split: str, min_side: int, whole: boo
     if (path / MANIFEST_FILE).is_file():
         return TokenCacheDataset(path, pairs=cfg.views == 2)
     if path.is_dir():
-        return image_folder(cfg, channels, path, split, min_side, whole, classes)
+        return image_folder(cfg, channels, path, split, min_side, whole, classes, training)
     if not path.is_file():
         raise DataError(f"{key} {name!r} is neither a built-in dataset nor an existing path; choose {CHOICES}")
     if path.suffix.lower() in (".npy", ".npz"):
@@ -99,7 +102,7 @@ def _build(cfg: DataConfig, channels: int, split: str, min_side: int, whole: boo
 
 
 def image_folder(cfg: DataConfig, channels: int, path: Path, split: str, min_side: int, whole: bool,
-                 classes: list[str] | None) -> ImageFolder:
+                 classes: list[str] | None, training: bool = False) -> ImageFolder:
     """A folder's `split`: its train/ or val/ (test/) sub-folder when it has both, else all of it."""
     parts = split_subfolders(path)
     if parts is None and split == "test" and not whole:
@@ -108,7 +111,8 @@ def image_folder(cfg: DataConfig, channels: int, path: Path, split: str, min_sid
         classes = ImageFolder(parts["train"], channels, cfg.image_size).classes
     folder = ImageFolder(parts[split] if parts else path, channels, cfg.image_size, cfg.on_error, cfg.limit,
                          cfg.max_image_pixels, cfg.min_image_size or min_side, classes=classes,
-                         limit_seed=cfg.limit_seed)
+                         limit_seed=cfg.limit_seed, augment=training and cfg.augment, crop_scale=cfg.crop_scale,
+                         crop_ratio=cfg.crop_ratio, hflip=cfg.hflip, views=cfg.views)
     check_channels(kinds_of_files(folder.files), channels, folder.source, cfg.convert_channels)
     return marked(folder, split if parts else None)
 

@@ -86,6 +86,9 @@ class ResumableLoader:
     def open_epoch(self):
         """An iterator over the current epoch's batches from `position` on (None for an all-skipped batch)."""
         batches = self.epoch_batches(self.epoch)[self.position:]
+        set_epoch = getattr(self.dataset, "set_epoch", None)  # datasets drawing their own augmentation
+        if set_epoch is not None:
+            set_epoch(self.epoch)
         get_batch = getattr(self.dataset, "get_batch", None)
         if get_batch is not None:
             return (get_batch(indices) for indices in batches)
@@ -108,4 +111,6 @@ def make_loader(dataset, batch_size: int, seed: int = 0, num_workers: int = 0, r
     if isinstance(dataset, TarShards):
         dataset.seed, dataset.rank, dataset.world_size = seed, rank, world_size
         return StreamLoader(dataset, batch_size, num_workers=num_workers)
+    if hasattr(dataset, "set_epoch"):  # a dataset drawing its own augmentation: seeded by the run
+        dataset.seed = seed
     return ResumableLoader(dataset, batch_size, seed=seed, num_workers=num_workers, rank=rank, world_size=world_size)

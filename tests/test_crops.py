@@ -1,0 +1,162 @@
+"""The papers' RandomResizedCrop on the original image: the box sampler follows torchvision's rule (area fraction and log aspect match a plain reference by a KS test, boxes reach the image's edges, the fallback is a centre crop), an image folder in training crops the full-resolution original, and the evaluation transform is resize-shorter-side + centre crop.
+
+The reference rule below is written from torchvision's RandomResizedCrop.get_params, with numpy.
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mimkit.data import DataConfig, ImageFolder, build_augment, build_dataset
+from mimkit.data.augment import identity, unaugmented
+from mimkit.data.crops import center_crop_box, center_crop_resize, random_resized_crop_box
+
+SCALE, RATIO = (0.2, 1.0), (3 / 4, 4 / 3)
+
+
+def reference_boxes(width, height, count, seed, scale=SCALE, ratio=RATIO):
+    """torchvision's rule, plainly: accepted (w, h) of the first successful try, else None."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        for _ in range(10):
+            area = width * height * rng.uniform(*scale)
+            aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+            w, h = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                out.append((w, h))
+                break
+    return np.array(out, dtype=float)
+
+
+def test_boxes_follow_torchvision_rule():
+    from scipy.stats import ks_2samp
+
+    width, height = 500, 375
+    g = torch.Generator().manual_seed(0)
+    ours = np.array([random_resized_crop_box(width, height, SCALE, RATIO, g) for _ in range(4000)], dtype=float)
+    ref = reference_boxes(width, height, 4000, seed=1)
+    for a, b in ((ours[:, 2] * ours[:, 3] / (width * height), ref[:, 0] * ref[:, 1] / (width * height)),
+                 (np.log(ours[:, 2] / ours[:, 3]), np.log(ref[:, 0] / ref[:, 1]))):
+        assert ks_2samp(a, b).pvalue > 0.01
+    left, top, w, h = ours.T
+    assert (left >= 0).all() and (top >= 0).all() and (left + w <= width).all() and (top + h <= height).all()
+    assert (left == 0).any() and (left + w == width).any()  # the whole image, not only its centre square
+    assert (top == 0).any() and (top + h == height).any()
+
+
+def test_same_generator_seed_same_boxes():
+    draw = lambda: [random_resized_crop_box(64, 48, SCALE, RATIO, torch.Generator().manual_seed(7)) for _ in range(3)]
+    assert draw() == draw()
+
+
+def test_fallback_is_centre_crop():
+    # scale above what fits a very wide image: every try fails, torchvision clamps the aspect
+    g = torch.Generator().manual_seed(0)
+    assert random_resized_crop_box(400, 50, (1.0, 1.0), RATIO, g) == ((400 - 67) // 2, 0, 67, 50)
+    assert random_resized_crop_box(50, 400, (1.0, 1.0), RATIO, g) == (0, (400 - 67) // 2, 50, 67)
+
+
+def test_center_crop_box():
+    assert center_crop_box(500, 375, 0.875) == ((500 - 328) // 2, (375 - 328) // 2, 328, 328)
+    assert center_crop_box(100, 100, 1.0) == (0, 0, 100, 100)
+
+
+def test_evaluation_transform_by_hand():
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8))
+    size = 224
+    short = int(size / 0.875)  # 256
+    resized = img.resize((int(short * 500 / 375), short), Image.BICUBIC)  # 341 x 256
+    left, top = int(round((resized.size[0] - size) / 2)), int(round((resized.size[1] - size) / 2))
+    expected = resized.crop((left, top, left + size, top + size))
+    got = center_crop_resize(img, size, 0.875)
+    assert got.size == (size, size)
+    assert np.array_equal(np.asarray(got), np.asarray(expected))
+
+
+@pytest.fixture
+def wide_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)).save(tmp_path / "a.jpg", quality=95)
+    Image.fromarray(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)).save(tmp_path / "b.png")
+    return tmp_path
+
+
+def test_folder_training_item_is_a_random_crop(wide_folder):
+    torch.manual_seed(0)
+    ds = ImageFolder(wide_folder, channels=3, image_size=32, augment=True)
+    assert ds.augments_itself
+    for index in range(2):
+        a = ds[index]["images"]
+        ds.set_epoch(1)
+        b = ds[index]["images"]
+        ds.set_epoch(0)
+        assert a.shape == (3, 32, 32) and a.dtype == torch.float32
+        assert 0 <= a.min() and a.max() <= 1
+        assert not torch.equal(a, b)  # another epoch, another crop
+    two = ImageFolder(wide_folder, channels=1, image_size=16, augment=True, views=2)[1]
+    assert two["images"].shape == two["images_2"].shape == (1, 16, 16)
+    with unaugmented(ds):
+        plain = ds[1]["images"]
+        assert torch.equal(plain, ds[1]["images"])
+    assert ds.augments_itself
+
+
+def test_folder_crops_depend_on_seed_epoch_and_index_only(wide_folder):
+    """Item i's crop in epoch e is fixed by (run seed, e, i): the same in any worker, on any rank and
+    after a resume; the global RNG plays no part."""
+    ds = ImageFolder(wide_folder, channels=3, image_size=16, augment=True)
+    ds.seed, ds.epoch = 5, 2
+    torch.manual_seed(0)
+    first = ds[0]["images"]
+    torch.manual_seed(1)
+    assert torch.equal(first, ds[0]["images"])
+    ds.seed = 6
+    assert not torch.equal(first, ds[0]["images"])
+
+
+def test_folder_training_resumes_exactly(tmp_path):
+    """A folder run (self-augmenting items) stopped after step 3 and resumed gives exactly the losses
+    of the uninterrupted 6-step run."""
+    import csv
+
+    from mimkit.config import load_config
+    from mimkit.engine.trainer import Trainer
+    from mimkit.registry import build_model
+    from mimkit.train import measure_pixel_statistics
+
+    rng = np.random.default_rng(1)
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 256, (20, 30), dtype=np.uint8)).save(tmp_path / f"{i:02d}.png")
+    settings = [f"data.name={tmp_path}", "data.image_size=8", "model.img_size=8", "model.patch_size=2",
+                "train.batch_size=8", "train.steps=6", "train.progress=false", "train.picture_every=0",
+                "train.log_every=1", "train.ckpt_every=3"]
+
+    def trainer(out):
+        config = load_config("mae_micro_fmnist", [*settings, f"train.out_dir={out}"])
+        data = build_dataset(config.data, channels=1, training=True)
+        config = measure_pixel_statistics(config, ImageFolder(tmp_path, 1, 8))
+        torch.manual_seed(config.train.seed)
+        return Trainer(build_model(config.method, config.model), config, data, augment=build_augment(config.data, data))
+
+    def losses(run):
+        with open(run / "log.csv") as handle:
+            return [float(r["loss"]) for r in csv.DictReader(handle)]
+
+    trainer(tmp_path / "full").fit()
+    trainer(tmp_path / "part").fit(stop_at=3)
+    trainer(tmp_path / "part").fit(resume=True)
+    assert len(losses(tmp_path / "full")) == 6 and losses(tmp_path / "full") == losses(tmp_path / "part")
+
+
+def test_training_folder_skips_batched_augment(wide_folder):
+    cfg = DataConfig(name=str(wide_folder), image_size=16)
+    trained = build_dataset(cfg, channels=3, training=True)
+    assert trained.augments_itself and build_augment(cfg, trained) is identity
+    plain = build_dataset(cfg, channels=3)
+    assert not plain.augments_itself and build_augment(cfg, plain) is not identity
+    off = build_dataset(DataConfig(name=str(wide_folder), image_size=16, augment=False), channels=3, training=True)
+    assert not off.augments_itself
