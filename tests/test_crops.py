@@ -155,8 +155,24 @@ def test_folder_training_resumes_exactly(tmp_path):
 def test_training_folder_skips_batched_augment(wide_folder):
     cfg = DataConfig(name=str(wide_folder), image_size=16)
     trained = build_dataset(cfg, channels=3, training=True)
-    assert trained.augments_itself and build_augment(cfg, trained) is identity
+    assert trained.augments_itself and build_augment(cfg, trained) is None  # the Trainer leaves its items alone
     plain = build_dataset(cfg, channels=3)
     assert not plain.augments_itself and build_augment(cfg, plain) is not identity
     off = build_dataset(DataConfig(name=str(wide_folder), image_size=16, augment=False), channels=3, training=True)
     assert not off.augments_itself
+
+
+def test_trainer_keeps_the_second_view_a_folder_draws(wide_folder, tmp_path):
+    """MAGE-C on a folder: the item's own second crop reaches the model, not a copy of the first."""
+    from mimkit.config import load_config
+    from mimkit.engine.trainer import Trainer
+    from mimkit.registry import build_model
+
+    config = load_config("mae_micro_fmnist", [f"data.name={wide_folder}", "data.image_size=8", "model.img_size=8",
+                                              "model.patch_size=2", "model.in_chans=3", "data.views=2",
+                                              "train.batch_size=2", f"train.out_dir={tmp_path / 'run'}"])
+    data = build_dataset(config.data, channels=3, training=True)
+    batch = Trainer(build_model(config.method, config.model), config, data,
+                    augment=build_augment(config.data, data)).next_batch()
+    assert batch["images"].shape == batch["images_2"].shape == (2, 3, 8, 8)
+    assert not torch.equal(batch["images"], batch["images_2"])

@@ -54,11 +54,14 @@ def unaugmented(dataset):
         dataset.augment = True
 
 
-def build_augment(cfg: DataConfig, dataset=None) -> Callable[[torch.Tensor], torch.Tensor]:
+def build_augment(cfg: DataConfig, dataset=None) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The training augmentation of `cfg`: BatchAugment(image_size, crop_scale, crop_ratio,
-    0.5 if hflip else 0), or the identity when cfg.augment is False or `dataset` augments its
-    items itself (on the original images, see mimkit.data.folder.ImageFolder)."""
+    0.5 if hflip else 0), or the identity when cfg.augment is False; None (the Trainer leaves the
+    batch alone, a second view included) when `dataset` augments its items itself (on the original
+    images, see mimkit.data.folder.ImageFolder)."""
     cfg.validate("data")
-    if not cfg.augment or augments_itself(dataset):
+    if augments_itself(dataset):
+        return None
+    if not cfg.augment:
         return identity
     return BatchAugment(cfg.image_size, cfg.crop_scale, cfg.crop_ratio, 0.5 if cfg.hflip else 0.0)

@@ -169,14 +169,12 @@ def decode_random_crop(path: str | os.PathLike, channels: int, size: int, scale:
             img.draft(img.mode, (img.size[0] // factor, img.size[1] // factor))
         img.load()
         ImageOps.exif_transpose(img, in_place=True)
-        array = pil_to_array(img)
-    images = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
-    images = to_channels(images, channels, str(path))
-    fy, fx = images.shape[1] / height, images.shape[2] / width  # 1 unless drafted
-    x0, y0 = min(int(round(left * fx)), images.shape[2] - 1), min(int(round(top * fy)), images.shape[1] - 1)
-    x1, y1 = max(x0 + 1, min(int(round((left + w) * fx)), images.shape[2])), \
-        max(y0 + 1, min(int(round((top + h) * fy)), images.shape[1]))
-    crop = images[None, :, y0:y1, x0:x1]
+        fy, fx = img.size[1] / height, img.size[0] / width  # 1 unless drafted
+        x0, y0 = min(int(round(left * fx)), img.size[0] - 1), min(int(round(top * fy)), img.size[1] - 1)
+        x1 = max(x0 + 1, min(int(round((left + w) * fx)), img.size[0]))
+        y1 = max(y0 + 1, min(int(round((top + h) * fy)), img.size[1]))
+        array = pil_to_array(img.crop((x0, y0, x1, y1)))  # only the crop is converted to float
+    crop = to_channels(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1), channels, str(path))[None]
     if crop.shape[-2:] != (size, size):
         crop = torch.nn.functional.interpolate(crop, size=(size, size), mode="bicubic", align_corners=False,
                                                antialias=True).clamp_(0, 1)

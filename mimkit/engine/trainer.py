@@ -83,9 +83,7 @@ class Trainer:
         seed_everything(self.tc.seed + self.dist.rank)  # per-rank masking/augmentation streams
         self.device = rank_device(pick_device(self.tc.device), self.dist)
         self.model = model.to(self.device)
-        # a dataset that crops and flips its items itself (an image folder, on the original images)
-        # must not be cropped again: its items are final, "images_2" included
-        self.augment = None if getattr(dataset, "augments_itself", False) else augment
+        self.augment = augment  # None: the items are final (e.g. an image folder cropping its originals)
         contract = getattr(type(self.model), "input_views", None)  # a plain nn.Module sees one view
         self.views = contract(config.model) if contract is not None else 1
         self.callbacks = list(callbacks)
