@@ -174,3 +174,36 @@ def test_list_says_what_each_import_writes_and_what_its_test_checks(capsys):
             assert row.produces.startswith(("a model folder", "refused: only"))
         else:
             assert "export only" in line
+
+
+def test_a_folder_saved_by_transformers_converts_with_its_own_heads_and_matches_its_forward(tmp_path):
+    """A ViTMAEForPreTraining saved by the installed transformers (its on-disk layout, decoder layers
+    under decoder.decoder_encoder.layer in 5.x) converts from its model.safetensors; the heads, eps and
+    image size come from the config.json beside it (4 heads at width 64: the width // 64 guess would be
+    1), and the converted model gives transformers' predictions and loss on the same pixels and noise."""
+    import warnings
+
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    hf = transformers.ViTMAEForPreTraining(transformers.ViTMAEConfig(
+        image_size=32, patch_size=4, num_channels=3, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=256, decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=4,
+        decoder_intermediate_size=128, layer_norm_eps=1e-12)).eval()
+    with torch.no_grad():  # transformers leaves fresh sin-cos tables at zero; any fixed table will do
+        hf.vit.embeddings.position_embeddings.normal_(0, 0.02)
+        hf.decoder.decoder_pos_embed.normal_(0, 0.02)
+    hf.save_pretrained(tmp_path / "hf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "guessing num_heads" warning
+        assert main(["convert", "vitmae-v4", str(tmp_path / "hf" / "model.safetensors"), str(tmp_path / "out")]) == 0
+    model, config = load_model(tmp_path / "out")
+    assert (config.model.num_heads, config.model.decoder_num_heads, config.model.img_size) == (4, 4, 32)
+    # transformers takes the pixels as given: the same weights under identity normalisation
+    model = MAE(MAEConfig(**{**config.model.__dict__, "pixel_mean": (0.0,), "pixel_std": (1.0,)}))
+    model.load_state_dict(load_model(tmp_path / "out")[0].state_dict())
+    g = torch.Generator().manual_seed(3)
+    pixels, noise = torch.rand(2, 3, 32, 32, generator=g), torch.rand(2, 64, generator=g)
+    with torch.no_grad():
+        theirs, ours = hf(pixel_values=pixels, noise=noise), model.eval()(pixels, noise=noise)
+    torch.testing.assert_close(ours.pred, theirs.logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours.loss, theirs.loss, atol=1e-5, rtol=0)

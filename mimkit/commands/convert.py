@@ -58,7 +58,8 @@ def import_folder(converter, args, out: Path) -> None:
     from ..config import parse_override
     from ..files.state_dicts import read_checkpoint
 
-    overrides = dict(parse_override(text) for text in args.set_fields)
+    found = converter.settings(args.input) if converter.settings is not None else {}
+    overrides = {**found, **dict(parse_override(text) for text in args.set_fields)}  # --set wins
     if converter.build is None:
         from ..errors import ConfigError
         raise ConfigError(f"converter {args.name} cannot build a model (see `mimkit convert --list`)")

@@ -20,6 +20,7 @@ from . import mae_official, mage_official, taming, timm_beit, timm_vit, vitmae
 from .report import LoadReport, compress_keys
 
 FOLDER = "a model folder (save_pretrained)"
+VITMAE_SETTINGS = " (heads, eps, mask ratio from the transformers config.json beside IN, when there is one)"
 
 
 class IncompleteModel(CheckpointError):
@@ -36,6 +37,7 @@ class Converter:
     formats: str  # what the tests convert (tests/test_converters.py, test_mae_parity.py, ...)
     build: Callable | None = None  # (Checkpoint, overrides) -> (complete model, LoadReport)
     produces: str = "-"  # what `mimkit convert NAME IN OUT` writes
+    settings: Callable | None = None  # IN path -> config fields found beside the weights (defaults of --set)
 
 
 def identity(sd: dict) -> dict:
@@ -116,11 +118,13 @@ def _table() -> dict[str, Converter]:
         "vitmae-v5": Converter("mae", "transformers >= 5 ViTMAEForPreTraining", vitmae.vitmae_to_mimkit,
                                lambda sd: vitmae.mimkit_to_vitmae(sd, "v5"), "vitmae_to_mimkit + load_official_mae",
                                "tests/test_mae_parity.py: strict load into a real ViTMAEForPreTraining, equal "
-                               "loss/pred/grads" + folder_test, build_vitmae("v5"), FOLDER),
+                               "loss/pred/grads" + folder_test, build_vitmae("v5"), FOLDER + VITMAE_SETTINGS,
+                               vitmae.settings_beside),
         "vitmae-v4": Converter("mae", "transformers 4.x ViTMAEForPreTraining",
                                lambda sd: vitmae.vitmae_to_mimkit(sd, "v4"), lambda sd: vitmae.mimkit_to_vitmae(sd, "v4"),
                                "vitmae_to_mimkit + load_official_mae", "v4 -> mimkit -> v5 route of "
-                               "tests/test_mae_parity.py" + folder_test, build_vitmae("v4"), FOLDER),
+                               "tests/test_mae_parity.py" + folder_test, build_vitmae("v4"), FOLDER + VITMAE_SETTINGS,
+                               vitmae.settings_beside),
         "taming-vqgan": Converter("vqgan", "CompVis taming-transformers VQModel (.ckpt 'state_dict')", taming_import,
                                   None, "load_taming_vqgan / vqgan_from_taming",
                                   "Lightning .ckpt, synthetic taming names" + folder_test, build_taming,

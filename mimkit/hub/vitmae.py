@@ -21,7 +21,9 @@ The fused qkv weight (3D, D) is q, k and v stacked along dim 0, in that order. B
 the fixed sin-cos position tables as (non-trainable) parameters; they are copied like any weight.
 Importing detects the scheme from the keys.
 """
+import json
 import re
+from pathlib import Path
 
 import torch
 
@@ -33,6 +35,9 @@ from ..nn import to_pair
 SCHEMES = ("v5", "v4")
 ENCODER_LAYERS = {"v5": "vit.layers.", "v4": "vit.encoder.layer."}
 DECODER_LAYERS = "decoder.decoder_layers."
+# transformers 5.x writes the v4 layout on disk (save_pretrained), but with the decoder's layers
+# under this prefix: files saved by it are read as v4 with this alias
+SAVED_DECODER_LAYERS = "decoder.decoder_encoder.layer."
 QKV = {"v5": ("attention.q_proj", "attention.k_proj", "attention.v_proj"),
        "v4": ("attention.attention.query", "attention.attention.key", "attention.attention.value")}
 LAYER_PARTS = {  # transformers layer module -> mimkit Block module
@@ -90,8 +95,10 @@ def vitmae_to_mimkit(hf_state_dict, scheme: str | None = None, *, strict: bool =
         else:
             out[mapped] = value
     if unknown and strict:
+        detected = detect_vitmae_scheme(hf_state_dict)
+        hint = f"; the file has the {detected} layout: use the vitmae-{detected} converter" if detected != scheme else ""
         raise CheckpointError(f"{len(unknown)} key(s) are not transformers ViTMAE ({scheme}) keys: {unknown[:8]}; "
-                              f"pass strict=False to keep them unchanged")
+                              f"pass strict=False to keep them unchanged{hint}")
     for key, parts in qkv.items():
         if any(p is None for p in parts):
             names = [n for n, p in zip("qkv", parts) if p is None]
@@ -102,7 +109,8 @@ def vitmae_to_mimkit(hf_state_dict, scheme: str | None = None, *, strict: bool =
 
 def _import_key(name: str, scheme: str):
     """One transformers key -> a mimkit key, (qkv key, index), or None when unknown."""
-    for prefix, block_prefix in ((ENCODER_LAYERS[scheme], "blocks."), (DECODER_LAYERS, "decoder_blocks.")):
+    for prefix, block_prefix in ((ENCODER_LAYERS[scheme], "blocks."), (DECODER_LAYERS, "decoder_blocks."),
+                                 (SAVED_DECODER_LAYERS, "decoder_blocks.")):
         if name.startswith(prefix):
             index, _, rest = name[len(prefix):].partition(".")
             if not index.isdigit():
@@ -179,6 +187,26 @@ def mae_config_to_vitmae(config: MAEConfig, **overrides):
     )
     fields.update(overrides)
     return ViTMAEConfig(**fields)
+
+
+SETTINGS = ("img_size", "num_heads", "decoder_num_heads", "norm_eps", "mask_ratio", "norm_pix_loss")
+
+
+def settings_beside(path) -> dict:
+    """The MAEConfig fields the weights do not record (heads, eps, mask ratio, norm_pix_loss, image
+    size), read from a transformers ViTMAE config.json in the folder of the weights file `path`;
+    {} when there is none (the converter then guesses the heads, with a warning)."""
+    file = Path(path).parent / "config.json"
+    if not file.is_file():
+        return {}
+    try:
+        spec = json.loads(file.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read {file}: {err}") from None
+    if not isinstance(spec, dict) or spec.get("model_type") != "vit_mae":
+        return {}
+    config = vitmae_config_to_mae(spec)
+    return {name: getattr(config, name) for name in SETTINGS}
 
 
 def vitmae_config_to_mae(hf_config, **overrides) -> MAEConfig:
