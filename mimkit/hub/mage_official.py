@@ -19,8 +19,8 @@ decoder_norm: timm names). The rest differ:
 Official tensors the forward pass never reads are set aside on import and written as zeros /
 sin-cos-free placeholders on export so the file has the full official key set: patch_embed.proj.*,
 cls_token, pos_embed, mask_token (pad_with_cls_token=True), decoder_pos_embed (fixed),
-decoder_pred.*, token_emb.position_ids. One numeric difference: official mlm_layer.ln uses
-LayerNorm's default eps 1e-5 where mimkit's head uses model.norm_eps (1e-6).
+decoder_pred.*, token_emb.position_ids. The head's LayerNorm uses the official eps 1e-5 (PyTorch's
+default in MlmLayer), the blocks 1e-6.
 """
 import torch
 

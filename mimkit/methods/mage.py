@@ -93,7 +93,8 @@ class MAGE(MaskedTokenModel):
         self.decoder_pos_embed = nn.Parameter(torch.zeros(1, 1 + self.num_tokens, dd))
         self.decoder_blocks = self.transformer_blocks(dd, c.decoder_num_heads, c.decoder_depth)
         self.decoder_norm = nn.LayerNorm(dd, eps=c.norm_eps)
-        self.head = TiedTokenHead(dd, d, self.codebook_size, c.norm_eps)
+        # official MlmLayer: nn.LayerNorm with PyTorch's default eps 1e-5 (the blocks use 1e-6)
+        self.head = TiedTokenHead(dd, d, self.codebook_size, norm_eps=1e-5)
         if c.contrastive_weight > 0:
             self.projector = nn.Sequential(nn.Linear(d, c.projection_hidden_dim),
                                            nn.BatchNorm1d(c.projection_hidden_dim), nn.ReLU(inplace=True),
