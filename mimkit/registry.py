@@ -62,9 +62,10 @@ def register_method(model_class: type, presets: dict | None = None, descriptions
 
 def _register_builtins() -> None:
     from .methods import beitv2, classifier, mae, mage, maskgit, revcolv2
-    from .tokenizers import vqgan, vqkd
+    from .tokenizers import maskgit_vqgan, vqgan, vqkd
 
-    for module, model_class in ((mae, mae.MAE), (vqgan, vqgan.VQGAN), (vqkd, vqkd.VQKD), (maskgit, maskgit.MaskGIT),
+    for module, model_class in ((mae, mae.MAE), (vqgan, vqgan.VQGAN), (maskgit_vqgan, maskgit_vqgan.MaskGITVQGAN),
+                                (vqkd, vqkd.VQKD), (maskgit, maskgit.MaskGIT),
                                 (mage, mage.MAGE), (revcolv2, revcolv2.RevColV2), (beitv2, beitv2.BEiTv2),
                                 (classifier, classifier.Classifier)):
         if model_class.method_name not in _TABLE:

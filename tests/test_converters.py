@@ -188,7 +188,8 @@ def test_mage_official_key_set_load_and_logits():
 def test_official_mage_from_a_file_with_vqgan_keys(tmp_path):
     model = tiny_mage()
     official = mimkit_to_mage_official(model.state_dict(), img_size=8, in_chans=1)
-    # the official file carries its taming VQGAN under vqgan.* (taming has no mimkit bookkeeping buffers)
+    # a MAGE over a taming VQGAN: its vqgan.* (quant_conv, attention) goes through the taming route
+    # (the released MaskGIT VQGAN route: tests/test_maskgit_vqgan.py)
     official |= {f"vqgan.{k}": v for k, v in model.tokenizer.state_dict().items() if k not in BOOKKEEPING}
     torch.save({"model": official, "epoch": 1600}, tmp_path / "mage-vit.pth")
     fresh = tiny_mage(seed=3)

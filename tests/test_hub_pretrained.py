@@ -63,6 +63,8 @@ TINY_CONFIGS = {
     "mae": dict(img_size=8, patch_size=4, in_chans=1, embed_dim=8, depth=1, num_heads=2, decoder_embed_dim=8,
                 decoder_depth=1, decoder_num_heads=2),
     "vqgan": dict(TOKENIZER["model"]),
+    "maskgit_vqgan": dict(img_size=8, in_chans=1, base_channels=32, channel_mult=[1, 2], num_res_blocks=1,
+                          codebook_size=16, code_dim=4, disc_channels=8, disc_layers=1),
     "vqkd": dict(img_size=8, patch_size=2, in_chans=1, embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=16,
                  decoder_depth=1, decoder_num_heads=2, codebook_size=8, code_dim=4, teacher_dim=16),
     "maskgit": dict(tokenizer_config=TOKENIZER, num_classes=3, embed_dim=16, depth=1, num_heads=2),
@@ -84,9 +86,9 @@ def fixed_outputs(name: str, model, images: torch.Tensor, labels: torch.Tensor) 
     with torch.no_grad():
         if hasattr(model, "features"):
             out["features"] = model.features(images)
-        if name in ("vqgan", "vqkd"):
+        if name in ("vqgan", "maskgit_vqgan", "vqkd"):
             out["codes"] = codes = model.encode(images)
-            out["decoded"] = model.decode(codes) if name == "vqgan" else model.features_from_codes(codes)
+            out["decoded"] = model.features_from_codes(codes) if name == "vqkd" else model.decode(codes)
         if hasattr(model, "token_logits"):
             tokens = model.tokenizer.encode(images).flatten(1)
             tokens[:, ::2] = model.mask_token_id

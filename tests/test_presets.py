@@ -56,7 +56,8 @@ def test_model_summaries_fit_every_kind_of_model():
     assert rows["vqgan_fmnist"].model == "32px f4 -> 8x8 tokens, 512 codes"
     assert rows["vqkd_fmnist"].model == "28px patch 4, 128x4 -> 7x7 tokens, 512 codes"
     assert rows["maskgit_fmnist"].model == "192x4, tokenizer runs/vq_fmnist"
-    assert rows["mage_vit_base_imagenet_256"].model == "768x12, decoder 768x8, tokenizer runs/vqgan_imagenet"
+    assert rows["mage_vit_base_imagenet_256"].model == "768x12, decoder 768x8, tokenizer runs/maskgit_vqgan"
+    assert rows["mage_vit_large_imagenet_256"].model.startswith("1024x24, decoder 1024x8")  # models_mage.py
     assert rows["beitv2_vit_base_patch16"].model.endswith("tokenizer: set model.tokenizer")
     assert rows["revcolv2_fmnist"].model == "28px patch 4, 128-d, 4 levels x 1 block, 2 + 2 columns"
     assert rows["classifier_fmnist"].model == "28px conv 24-48-96-192, 10 classes"

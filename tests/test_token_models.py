@@ -254,7 +254,8 @@ def test_token_model_configs_keep_their_field_names_and_defaults():
     from mimkit.config_schema import from_dict, to_dict
     shared = {"tokenizer": "", "tokenizer_config": {}, "num_classes": 0, "label_dropout": 0.1, "label_smoothing": 0.1,
               "embed_dim": 768, "mlp_ratio": 4.0, "dropout": 0.1, "norm_eps": 1e-6, "attn_impl": "auto"}
-    assert to_dict(MaskGITConfig()) == shared | {"depth": 24, "num_heads": 16, "schedule": "cosine"}
+    assert to_dict(MaskGITConfig()) == shared | {"depth": 24, "num_heads": 16, "schedule": "cosine",
+                                                  "architecture": "pre_ln"}
     assert to_dict(MAGEConfig()) == shared | {
         "depth": 12, "num_heads": 12, "decoder_embed_dim": 768, "decoder_depth": 8, "decoder_num_heads": 16,
         "mask_ratio_mean": 0.55, "mask_ratio_std": 0.25, "mask_ratio_min": 0.5, "mask_ratio_max": 1.0,

@@ -63,7 +63,8 @@ def import_folder(converter, args, out: Path) -> None:
     if converter.build is None:
         from ..errors import ConfigError
         raise ConfigError(f"converter {args.name} cannot build a model (see `mimkit convert --list`)")
-    model, report = converter.build(read_checkpoint(args.input), overrides)
+    read = converter.read or read_checkpoint  # a row may read another format (flax msgpack)
+    model, report = converter.build(read(args.input), overrides)
     replace(out, model.save_pretrained)
     print(f"{model.method_name} model folder written to {out} ({args.name}: {converter.foreign} -> mimkit; "
           f"{report.summary()})")

@@ -91,7 +91,7 @@ def classifier_model(m) -> str:
 
 # method -> one line about its typed model config (width x depth = embed_dim x blocks)
 MODEL_SUMMARIES = {"mae": mae_model, "beitv2": beitv2_model, "revcolv2": revcolv2_model, "vqkd": vqkd_model,
-                   "vqgan": vqgan_model, "maskgit": maskgit_model, "mage": mage_model,
+                   "vqgan": vqgan_model, "maskgit_vqgan": vqgan_model, "maskgit": maskgit_model, "mage": mage_model,
                    "classifier": classifier_model}
 
 

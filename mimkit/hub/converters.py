@@ -38,6 +38,7 @@ class Converter:
     build: Callable | None = None  # (Checkpoint, overrides) -> (complete model, LoadReport)
     produces: str = "-"  # what `mimkit convert NAME IN OUT` writes
     settings: Callable | None = None  # IN path -> config fields found beside the weights (defaults of --set)
+    read: Callable | None = None  # IN path -> Checkpoint, for files read_checkpoint does not read (flax msgpack)
 
 
 def identity(sd: dict) -> dict:
@@ -71,6 +72,15 @@ def build_official_mae(checkpoint: Checkpoint, overrides: dict):
     return model.eval(), report
 
 
+def build_official_mage(checkpoint: Checkpoint, overrides: dict):
+    from ..methods.mage import MAGEConfig
+
+    _check_fields(MAGEConfig, overrides)
+    model, report = mage_official.mage_from_official(checkpoint.state_dict, **overrides)
+    _complete("mage-official", "mage", report, "a MAGE file without its tokenizer")
+    return model, report
+
+
 def build_vitmae(scheme: str):
     def build(checkpoint: Checkpoint, overrides: dict):
         sd = vitmae.vitmae_to_mimkit(checkpoint.state_dict, scheme)
@@ -102,6 +112,33 @@ def build_vqkd(checkpoint: Checkpoint, overrides: dict):
     return vqkd_unilm.vqkd_from_unilm(checkpoint.state_dict, **overrides)
 
 
+def build_maskgit_flax(checkpoint: Checkpoint, overrides: dict):
+    """google-research/maskgit's flax transformer + --set tokenizer=PATH -> MaskGIT ("bert")."""
+    from ..methods.maskgit import MaskGITConfig
+    from . import maskgit_flax
+
+    _check_fields(MaskGITConfig, overrides)
+    overrides = dict(overrides)
+    path = str(overrides.pop("tokenizer", "") or "")
+    if not path:
+        raise IncompleteModel("maskgit-flax-transformer: a MaskGIT model samples through its tokenizer: add --set "
+                              "tokenizer=PATH (MaskGIT's tokenizer_imagenet256_checkpoint or a mimkit tokenizer "
+                              "model folder); nothing written")
+    tokenizer = maskgit_flax.load_tokenizer(path, maskgit_flax.num_image_tokens(checkpoint.state_dict))
+    model, report = maskgit_flax.maskgit_from_flax(checkpoint.state_dict, tokenizer, **overrides)
+    model.config.tokenizer = path
+    return model, report
+
+
+def build_maskgit_vqgan_flax(checkpoint: Checkpoint, overrides: dict):
+    """google-research/maskgit's flax tokenizer -> MaskGITVQGAN (img_size 256 unless --set img_size=N)."""
+    from ..tokenizers.maskgit_vqgan import MaskGITVQGANConfig
+    from .maskgit_vqgan_flax import maskgit_vqgan_from_flax
+
+    _check_fields(MaskGITVQGANConfig, overrides)
+    return maskgit_vqgan_from_flax(checkpoint.state_dict, **overrides)
+
+
 def refuse(name: str, message: str):
     def build(checkpoint: Checkpoint, overrides: dict):
         raise IncompleteModel(f"{name}: {message}; nothing written")
@@ -129,15 +166,16 @@ def _table() -> dict[str, Converter]:
                                   None, "load_taming_vqgan / vqgan_from_taming",
                                   "Lightning .ckpt, synthetic taming names" + folder_test, build_taming,
                                   FOLDER + " (img_size 256 unless --set img_size=N: it places the attention)"),
-        "mage-official": Converter("mage", "LTH14/mage models_mage.py (unconditional)", mage_import,
-                                   mage_official.mimkit_to_mage_official, "load_official_mage",
-                                   "synthetic official key set; equal logits vs a hand-written official forward; "
-                                   "tests/test_convert_folders.py: the refusal",
-                                   refuse("mage-official", "cannot write a complete MAGE model: the official "
-                                          "tokenizer (vqgan.*) is the MaskGIT VQGAN architecture, which mimkit does not "
-                                          "have yet (issue 15 item 1); load the transformer into a MAGE you build with "
-                                          "mimkit.hub.load_official_mage"),
-                                   "refused: only the transformer part (no MaskGIT VQGAN tokenizer in mimkit yet)"),
+        "mage-official": Converter("mage", "LTH14/mage models_mage.py (unconditional) with its vqgan.* (MaskGIT VQGAN)",
+                                   mage_import, mage_official.mimkit_to_mage_official,
+                                   "load_official_mage / mage_from_official",
+                                   "tests/test_converters.py, tests/test_maskgit_vqgan.py: the full MAGE-B key set "
+                                   "(433 keys, shrunk shapes) with seeded values; equal logits vs a hand-written "
+                                   "models_mage.py forward, equal codes/images vs a hand-written MaskGIT VQGAN "
+                                   "forward; the written folder samples with `mimkit generate`",
+                                   build_official_mage,
+                                   FOLDER + " (transformer + MaskGIT VQGAN tokenizer; heads embed_dim/64 and 16 "
+                                   "unless --set num_heads=N decoder_num_heads=N)"),
         "timm-vit-mae": Converter("mae", "timm vit_* VisionTransformer (num_classes=0)", None,
                                   timm_vit.mae_to_timm_vit, "timm_vit_to_mae",
                                   "timm key list and shapes; round trip into a MAE, equal features"),
@@ -152,6 +190,22 @@ def _table() -> dict[str, Converter]:
                                       "BEiTv2 you build with mimkit.hub.load_timm_beit"),
                                "refused: only the encoder part (no MIM head, aggregation head, tokenizer)"),
     }
+    from .flax_msgpack import read_flax_checkpoint
+    from .maskgit_flax import maskgit_flax_to_mimkit
+    table["maskgit-flax-transformer"] = Converter(
+        "maskgit", "google-research/maskgit maskgit_transformer.py (flax msgpack, e.g. maskgit_imagenet256_checkpoint)",
+        maskgit_flax_to_mimkit, None, "maskgit_from_flax",
+        "tests/test_maskgit_official.py: synthetic official flax tree written as msgpack, equal logits vs a "
+        "hand-written official forward", build_maskgit_flax,
+        FOLDER + "; needs --set tokenizer=PATH (the flax tokenizer file or a tokenizer folder)",
+        read=read_flax_checkpoint)
+    from .maskgit_vqgan_flax import maskgit_vqgan_flax_to_mimkit
+    table["maskgit-flax-tokenizer"] = Converter(
+        "maskgit_vqgan", "google-research/maskgit vqgan_tokenizer.py VQVAE (flax msgpack, e.g. "
+        "tokenizer_imagenet256_checkpoint)", maskgit_vqgan_flax_to_mimkit, None, "maskgit_vqgan_from_flax",
+        "tests/test_maskgit_official.py: synthetic official flax tree, equal codes and decoded images vs a "
+        "hand-written official forward", build_maskgit_vqgan_flax,
+        FOLDER + " (img_size 256 unless --set img_size=N)", read=read_flax_checkpoint)
     try:  # written beside this module by the BEiT v2 / VQ-KD work
         from . import beitv2_unilm
         table["beitv2-unilm"] = Converter("beitv2", "microsoft/unilm BEiT v2 pretraining", beitv2_unilm.unilm_to_beitv2,

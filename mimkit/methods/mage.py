@@ -217,17 +217,21 @@ class MAGE(MaskedTokenModel):
 
 
 # ------------------------------------------------------------------------------ presets
-def imagenet_recipe(embed_dim: int = 768, depth: int = 12, num_heads: int = 12, batch_size: int = 4096) -> dict:
-    """The paper's ImageNet 256 recipe: 1600 epochs, 80 warmup, AdamW(0.9, 0.95) blr 1.5e-4, wd 0.05,
-    grad clip 3.0, decoder 8 x 768 (16 heads), RandomResizedCrop(0.2, 1)."""
+def imagenet_recipe(embed_dim: int = 768, depth: int = 12, num_heads: int = 12, decoder_embed_dim: int = 768,
+                    batch_size: int = 4096) -> dict:
+    """The official ImageNet 256 recipe (LTH14/mage README and main_pretrain.py): 1600 epochs, 40
+    warmup, AdamW(0.9, 0.95) blr 1.5e-4, wd 0.05, grad clip 3.0, decoder 8 x decoder_embed_dim (16
+    heads; models_mage.py: 768 for ViT-B, 1024 for ViT-L), RandomResizedCrop(0.2, 1), over MaskGIT's
+    VQGAN (maskgit_vqgan_imagenet_256, or MAGE's own through `mimkit convert mage-official`)."""
     steps_per_epoch = 1_281_167 // batch_size
     return {
         "method": "mage",
-        "model": {"tokenizer": "runs/vqgan_imagenet", "embed_dim": embed_dim, "depth": depth, "num_heads": num_heads,
-                  "decoder_embed_dim": 768, "decoder_depth": 8, "decoder_num_heads": 16},
+        "model": {"tokenizer": "runs/maskgit_vqgan", "embed_dim": embed_dim, "depth": depth,
+                  "num_heads": num_heads, "decoder_embed_dim": decoder_embed_dim, "decoder_depth": 8,
+                  "decoder_num_heads": 16},
         "data": {"name": "imagenet/train", "image_size": 256, "crop_scale": [0.2, 1.0], "num_workers": 8},
         "optim": {"blr": 1.5e-4, "weight_decay": 0.05, "betas": [0.9, 0.95], "clip_grad": 3.0,
-                  "warmup_steps": 80 * steps_per_epoch},
+                  "warmup_steps": 40 * steps_per_epoch},
         "train": {"steps": 1600 * steps_per_epoch, "batch_size": batch_size, "ckpt_every": 5000},
     }
 
@@ -253,7 +257,7 @@ def fmnist_recipe(steps: int = 1500, batch_size: int = 64, blr: float = 2e-3, vi
 
 PRESETS = {
     "mage_vit_base_imagenet_256": imagenet_recipe(),
-    "mage_vit_large_imagenet_256": imagenet_recipe(1024, 24, 16, batch_size=2048),
+    "mage_vit_large_imagenet_256": imagenet_recipe(1024, 24, 16, decoder_embed_dim=1024, batch_size=2048),
     "mage_fmnist": fmnist_recipe(),
     "magec_fmnist": fmnist_recipe(views=2, contrastive_weight=1.0),
     "mage_cond_fmnist": fmnist_recipe(num_classes=10),
@@ -263,10 +267,11 @@ PRESETS = {
 # fails for a preset without one)
 DESCRIPTIONS = {
     "mage_vit_base_imagenet_256": (
-        "MAGE paper's ViT-B ImageNet 256 recipe on VQGAN f16 codes: mask ratio N(0.55, 0.25) in [0.5, 1], AdamW blr "
-        "1.5e-4, batch 4096, 1600 epochs, 80 warmup"),
+        "MAGE's official ViT-B ImageNet 256 recipe on MaskGIT VQGAN f16 codes: mask ratio N(0.55, 0.25) in [0.5, 1], "
+        "AdamW blr 1.5e-4, batch 4096, 1600 epochs, 40 warmup (README / main_pretrain.py)"),
     "mage_vit_large_imagenet_256":
-        "MAGE paper's ViT-L: the mage_vit_base_imagenet_256 recipe at batch 2048",
+        "MAGE's official ViT-L: 1024x24 encoder, decoder 1024x8 (models_mage.py), the mage_vit_base_imagenet_256 "
+        "recipe at batch 2048",
     "mage_fmnist": (
         "CPU MAGE (unconditional) on vqgan_fmnist's cached 8x8 codes, 1500 steps of 64; measured linear probe 77.9% "
         "(+10.1 over random init)"),

@@ -1,5 +1,8 @@
 """Floor 1: building blocks with no opinion about training."""
 from .attention import Attention, plain_attention
+from .bert_embedding import BertEmbedding
+from .bert_layer import BertLayer
+from .bert_mlm_head import BertMlmHead
 from .block import Block
 from .block_masking import BlockMasking, allowed_block_shapes, block_masking, num_masked_patches
 from .drop_path import DropPath
@@ -18,7 +21,7 @@ from .token_embedding import TokenEmbedding
 from .token_head import TiedTokenHead
 from .vector_quantizer import QuantizerOutput, VectorQuantizer, kmeans
 
-__all__ = ["Attention", "plain_attention", "Block", "DropPath", "LayerScale", "Linear", "linear", "SCHEDULES", "mask_fraction", "num_masked_for_training",
+__all__ = ["Attention", "plain_attention", "BertEmbedding", "BertLayer", "BertMlmHead", "Block", "DropPath", "LayerScale", "Linear", "linear", "SCHEDULES", "mask_fraction", "num_masked_for_training",
            "truncated_normal_ratio", "MaskedSequence",
            "gather_tokens", "random_masking", "restore_order", "uniform_noise", "Mlp", "PatchEmbed", "patchify", "to_pair",
            "unpatchify", "pool_tokens", "sincos_1d", "sincos_2d", "TokenEmbedding", "TiedTokenHead", "QuantizerOutput", "VectorQuantizer", "kmeans",

@@ -6,6 +6,10 @@ Attribute names follow taming-transformers (`conv_in`, `down.N.block.M.norm1`, `
 its checkpoints map onto these modules key for key. Level i works at channels
 base_channels * channel_mult[i]; every level but the last halves (encoder) / doubles (decoder) the
 resolution, so the downsampling factor is f = 2 ** (len(channel_mult) - 1).
+
+The MaskGIT VQGAN (maskgit_vqgan.py) builds its own Encoder / Decoder from the same ResnetBlock,
+Level, Mid, Downsample and Upsample with their options: bias-free convs, the shortcut on the
+block's output, no attention, average-pool downsampling. The defaults are taming's.
 """
 import torch
 import torch.nn.functional as F
@@ -24,21 +28,33 @@ def group_norm(channels: int, groups: int) -> nn.GroupNorm:
 
 
 class ResnetBlock(nn.Module):
-    """x + conv(swish(norm(conv(swish(norm(x)))))), a 1x1 `nin_shortcut` when channels change."""
+    """x + conv(swish(norm(conv(swish(norm(x)))))), a 1x1 `nin_shortcut` when channels change.
 
-    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0, groups: int = 32):
+    bias: whether the convolutions have a bias (MaskGIT's have none). shortcut: where the 1x1
+    `nin_shortcut` is applied when channels change: "input" (taming: nin_shortcut(x) + h, in -> out
+    channels) or "branch" (MaskGIT's tokenizer, kept by MAGE's port: nin_shortcut(h) + h, out -> out,
+    so the block's input is not added back at all)."""
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0, groups: int = 32,
+                 bias: bool = True, shortcut: str = "input"):
         super().__init__()
+        if shortcut not in ("input", "branch"):
+            raise ValueError(f"shortcut must be 'input' or 'branch', got {shortcut!r}")
+        self.shortcut = shortcut
         self.norm1 = group_norm(in_channels, groups)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
         self.norm2 = group_norm(out_channels, groups)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=bias)
+        short_in = in_channels if shortcut == "input" else out_channels
+        self.nin_shortcut = nn.Conv2d(short_in, out_channels, 1, bias=bias) if in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(swish(self.norm1(x)))
         h = self.conv2(self.dropout(swish(self.norm2(h))))
-        return (x if self.nin_shortcut is None else self.nin_shortcut(x)) + h
+        if self.nin_shortcut is None:
+            return x + h
+        return self.nin_shortcut(x if self.shortcut == "input" else h) + h
 
 
 class AttnBlock(nn.Module):
@@ -61,13 +77,16 @@ class AttnBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Halve the resolution: pad one pixel right/bottom, 3x3 conv with stride 2 (taming's choice)."""
+    """Halve the resolution. conv=True: pad one pixel right/bottom, 3x3 conv with stride 2 (taming's
+    choice); conv=False: 2x2 average pooling, no parameters (MaskGIT's `conv_downsample=False`)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, conv: bool = True):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0) if conv else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv is None:
+            return F.avg_pool2d(x, 2)
         return self.conv(F.pad(x, (0, 1, 0, 1)))
 
 
@@ -85,15 +104,17 @@ class Upsample(nn.Module):
 class Level(nn.Module):
     """One resolution of the encoder/decoder: num_blocks residual blocks (in_channels -> out_channels,
     then out_channels), attention after each block when `attn` (an attention resolution), and a
-    resampler `downsample` / `upsample` that the Encoder / Decoder sets on all levels but its last."""
+    resampler `downsample` / `upsample` that the Encoder / Decoder sets on all levels but its last.
+    block_options: ResnetBlock's bias / shortcut."""
 
     def __init__(self, in_channels: int, out_channels: int, num_blocks: int, attn: bool, dropout: float,
-                 groups: int):
+                 groups: int, **block_options):
         super().__init__()
         self.block = nn.ModuleList()
         self.attn = nn.ModuleList()
         for i in range(num_blocks):  # block, attention, block, ...: the order of taming's random init
-            self.block.append(ResnetBlock(in_channels if i == 0 else out_channels, out_channels, dropout, groups))
+            self.block.append(ResnetBlock(in_channels if i == 0 else out_channels, out_channels, dropout, groups,
+                                          **block_options))
             if attn:
                 self.attn.append(AttnBlock(out_channels, groups))
 
@@ -109,16 +130,27 @@ class Level(nn.Module):
 
 
 class Mid(nn.Module):
-    """block_1 -> attn_1 -> block_2 at the lowest resolution."""
+    """block_1 -> attn_1 -> block_2 at the lowest resolution (taming). attn=False drops attn_1 and
+    num_blocks sets how many blocks (block_1 .. block_n) run in a row (MaskGIT: num_res_blocks);
+    block_options: ResnetBlock's bias / shortcut."""
 
-    def __init__(self, channels: int, dropout: float, groups: int):
+    def __init__(self, channels: int, dropout: float, groups: int, attn: bool = True, num_blocks: int = 2,
+                 **block_options):
         super().__init__()
-        self.block_1 = ResnetBlock(channels, channels, dropout, groups)
-        self.attn_1 = AttnBlock(channels, groups)
-        self.block_2 = ResnetBlock(channels, channels, dropout, groups)
+        if attn and num_blocks != 2:
+            raise ValueError(f"the attention middle has exactly 2 blocks, got num_blocks={num_blocks}")
+        self.num_blocks = num_blocks
+        for i in range(1, num_blocks + 1):  # creation order block_1, attn_1, block_2: taming's init order
+            setattr(self, f"block_{i}", ResnetBlock(channels, channels, dropout, groups, **block_options))
+            if attn and i == 1:
+                self.attn_1 = AttnBlock(channels, groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block_2(self.attn_1(self.block_1(x)))
+        for i in range(1, self.num_blocks + 1):
+            x = getattr(self, f"block_{i}")(x)
+            if i == 1 and hasattr(self, "attn_1"):
+                x = self.attn_1(x)
+        return x
 
 
 class Encoder(nn.Module):

@@ -1,6 +1,6 @@
 """The tokenizers' own small table: method name -> tokenizer class, for the models that hold a
 frozen tokenizer (built from the {"method", "model"} spec their config carries). The built-in
-VQGAN and VQ-KD are in it; mimkit.registry.register_method adds any other `is_tokenizer` method."""
+VQGAN, MaskGIT VQGAN and VQ-KD are in it; mimkit.registry.register_method adds any other `is_tokenizer` method."""
 from ..errors import ConfigError
 
 _TOKENIZERS: dict[str, type] = {}
@@ -14,10 +14,12 @@ def register_tokenizer(tokenizer_class: type) -> None:
 def tokenizer_class(name: str) -> type:
     """The tokenizer class registered as `name`; ConfigError naming the known ones otherwise."""
     if not _TOKENIZERS:
+        from .maskgit_vqgan import MaskGITVQGAN
         from .vqgan import VQGAN
         from .vqkd import VQKD
 
         register_tokenizer(VQGAN)
+        register_tokenizer(MaskGITVQGAN)
         register_tokenizer(VQKD)
     if name not in _TOKENIZERS:
         raise ConfigError(f"{name!r} is not a tokenizer; tokenizers: {', '.join(sorted(_TOKENIZERS))}")
