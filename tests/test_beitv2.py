@@ -1,13 +1,13 @@
 """BEiT v2: relative position index by hand, q/v-bias attention, the two-head loss by hand, mask
-tokens in the full sequence, the frozen tokenizer, the unilm converter, training end to end."""
+tokens in the full sequence, the frozen tokenizer, training end to end (the unilm converter:
+tests/test_unilm_reference.py)."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mimkit.errors import CheckpointError, ConfigError
-from mimkit.hub import load_unilm_beitv2
+from mimkit.errors import ConfigError
 from mimkit.methods.beitv2 import PRESETS, BEiTv2, BEiTv2Config
 from mimkit.methods.token_model import build_frozen_tokenizer
 from mimkit.nn import Attention, RelativePositionBias, relative_position_index, relative_position_table_size
@@ -217,45 +217,6 @@ def test_presets():
     assert base.masked_count == 75 and base.grid_size == (14, 14) and base.early_layers == 9
     fmnist = BEiTv2Config(**PRESETS["beitv2_fmnist"]["model"])
     assert fmnist.grid_size == (7, 7) and fmnist.masked_count == 20  # round(0.4 * 49)
-
-
-# ------------------------------------------------------------------ unilm checkpoints
-UNILM_BLOCK_KEYS = ["gamma_1", "gamma_2", "norm1.weight", "norm1.bias", "attn.q_bias", "attn.v_bias", "attn.qkv.weight",
-                    "attn.proj.weight", "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias",
-                    "mlp.fc2.weight", "mlp.fc2.bias"]
-UNILM_TOP_KEYS = ["cls_token", "mask_token", "patch_embed.proj.weight", "patch_embed.proj.bias",
-                  "rel_pos_bias.relative_position_bias_table", "rel_pos_bias.relative_position_index",
-                  "norm.weight", "norm.bias", "lm_head.weight", "lm_head.bias"]
-
-
-def to_unilm_names(key: str) -> str:
-    """The test's own statement of the renaming: layer scale is gamma_1 / gamma_2 in unilm."""
-    return key.replace(".ls1.gamma", ".gamma_1").replace(".ls2.gamma", ".gamma_2")
-
-
-def test_unilm_checkpoint_loads_with_no_missing_key_and_equal_outputs(tmp_path):
-    source = randomize(tiny_beit(depth=2, early_layers=1, head_layers=1), seed=5).eval()
-    sd = {to_unilm_names(k): v.clone() for k, v in source.state_dict().items() if not k.startswith("tokenizer.")}
-    expected = set(UNILM_TOP_KEYS) | {f"blocks.{i}.{k}" for i in range(2) for k in UNILM_BLOCK_KEYS} | \
-        {f"cls_pt_layers.0.{k}" for k in UNILM_BLOCK_KEYS}
-    assert set(sd) == expected
-    path = tmp_path / "beitv2_pt.pth"
-    torch.save({"model": sd, "epoch": 299}, path)
-
-    target = tiny_beit(depth=2, early_layers=1, head_layers=1, seed=9).eval()
-    target.tokenizer.load_state_dict(source.tokenizer.state_dict())
-    report = load_unilm_beitv2(target, path, strict=True)
-    assert report.missing == [] and report.unexpected == [] and len(report.loaded) == len(expected)
-    assert torch.equal(target.blocks[1].ls2.gamma, sd["blocks.1.gamma_2"])
-    images, mask = torch.rand(2, 1, 8, 8), source.draw_mask(2, generator=torch.Generator().manual_seed(1))
-    a, b = source(images, mask=mask), target(images, mask=mask)
-    assert torch.equal(a.loss, b.loss) and torch.equal(source.features(images), target.features(images))
-
-    bad = dict(sd, **{"lm_head.weight": torch.zeros(8, 16)})
-    with pytest.raises(CheckpointError, match="shape mismatch for 'lm_head.weight'"):
-        load_unilm_beitv2(target, {"model": bad})
-    report = load_unilm_beitv2(target, {k: v for k, v in sd.items() if k != "mask_token"} | {"extra.w": torch.ones(1)})
-    assert report.missing == ["mask_token"] and report.unexpected == ["extra.w"]
 
 
 # ------------------------------------------------------------------ end to end

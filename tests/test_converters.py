@@ -1,7 +1,8 @@
 """The converter table: every row's round trip on synthetic checkpoints with the official names
 (zero missing/unexpected keys, equal tensors and outputs), MAE/MAGE encoders to timm's vit_*
-layout, official MAGE against a forward pass written here from LTH14/mage models_mage.py, and
-`mimkit convert`. (MAE <-> a real transformers ViTMAEForPreTraining: tests/test_mae_parity.py.)"""
+layout (key names and shapes; their forwards: tests/test_mae_official_reference.py), official
+MAGE against a forward pass written here from LTH14/mage models_mage.py, and `mimkit convert`.
+(MAE <-> a real transformers ViTMAEForPreTraining: tests/test_mae_parity.py.)"""
 import math
 
 import pytest
@@ -109,7 +110,9 @@ def test_mae_and_mage_export_to_the_timm_vit_layout():
     assert torch.equal(other.features(images), mae.features(images))
     mage_sd = mage_to_timm_vit(tiny_mage().state_dict())
     expected = {k: v for k, v in timm_vit_shapes(16, 2, 64, L, 1, 2).items() if not k.startswith("patch_embed")}
+    expected |= {"norm_pre.weight": (16,), "norm_pre.bias": (16,)}  # MAGE's embedding LayerNorm (pre_norm=True)
     assert {k: tuple(v.shape) for k, v in mage_sd.items()} == expected
+    # both exports against a timm forward written from vision_transformer.py: tests/test_mae_official_reference.py
 
 
 # -------------------------------------------------------------------------------- MAGE

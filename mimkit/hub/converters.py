@@ -150,7 +150,9 @@ def _table() -> dict[str, Converter]:
     table = {
         "mae-official": Converter("mae", "facebookresearch/mae models_mae.py (.pth, {'model': sd, 'args'})",
                                   identity, identity, "load_official_mae / mae_from_official",
-                                  ".pth with args, safetensors; synthetic checkpoints with official names" + folder_test,
+                                  "tests/test_mae_official_reference.py: a synthetic official .pth with args "
+                                  "(official names, sin-cos positions) through `mimkit convert`, equal loss/pred/mask "
+                                  "(norm_pix_loss on and off) vs a hand-written models_mae.py forward" + folder_test,
                                   build_official_mae, FOLDER + "; pretraining checkpoints only (encoder + decoder)"),
         "vitmae-v5": Converter("mae", "transformers >= 5 ViTMAEForPreTraining", vitmae.vitmae_to_mimkit,
                                lambda sd: vitmae.mimkit_to_vitmae(sd, "v5"), "vitmae_to_mimkit + load_official_mae",
@@ -164,7 +166,10 @@ def _table() -> dict[str, Converter]:
                                vitmae.settings_beside),
         "taming-vqgan": Converter("vqgan", "CompVis taming-transformers VQModel (.ckpt 'state_dict')", taming_import,
                                   None, "load_taming_vqgan / vqgan_from_taming",
-                                  "Lightning .ckpt, synthetic taming names" + folder_test, build_taming,
+                                  "tests/test_taming_reference.py: a synthetic Lightning .ckpt with taming names "
+                                  "(attention, nin_shortcut, discriminator, LPIPS), equal codes/codebook loss/decoded "
+                                  "images vs a hand-written taming VQModel forward; tests/test_vqgan.py: the key set"
+                                  + folder_test, build_taming,
                                   FOLDER + " (img_size 256 unless --set img_size=N: it places the attention)"),
         "mage-official": Converter("mage", "LTH14/mage models_mage.py (unconditional) with its vqgan.* (MaskGIT VQGAN)",
                                    mage_import, mage_official.mimkit_to_mage_official,
@@ -178,9 +183,14 @@ def _table() -> dict[str, Converter]:
                                    "unless --set num_heads=N decoder_num_heads=N)"),
         "timm-vit-mae": Converter("mae", "timm vit_* VisionTransformer (num_classes=0)", None,
                                   timm_vit.mae_to_timm_vit, "timm_vit_to_mae",
-                                  "timm key list and shapes; round trip into a MAE, equal features"),
-        "timm-vit-mage": Converter("mage", "timm vit_* blocks/norm/pos_embed (no patch_embed)", None,
-                                   timm_vit.mage_to_timm_vit, "-", "timm key list and shapes"),
+                                  "tests/test_converters.py: timm key list and shapes, round trip into a MAE; "
+                                  "tests/test_mae_official_reference.py: equal encoder tokens/features vs a "
+                                  "hand-written timm VisionTransformer forward"),
+        "timm-vit-mage": Converter("mage", "timm vit_* (pre_norm=True) blocks/norm_pre/norm/pos_embed (no patch_embed)",
+                                   None, timm_vit.mage_to_timm_vit, "-",
+                                   "tests/test_converters.py: timm key list and shapes; "
+                                   "tests/test_mae_official_reference.py: equal encoder tokens and mean features vs a "
+                                   "hand-written timm VisionTransformer forward over MAGE's token embeddings"),
         "timm-beit": Converter("beitv2", "timm Beit, beitv2_* layout (num_classes=0, global_pool='token')",
                                timm_beit.timm_beit_to_beitv2, timm_beit.beitv2_to_timm_beit, "load_timm_beit",
                                "tests/test_timm_beit.py: timm key list and shapes; round trip, equal features; "
@@ -210,7 +220,9 @@ def _table() -> dict[str, Converter]:
         from . import beitv2_unilm
         table["beitv2-unilm"] = Converter("beitv2", "microsoft/unilm BEiT v2 pretraining", beitv2_unilm.unilm_to_beitv2,
                                           beitv2_unilm.beitv2_to_unilm, "load_unilm_beitv2",
-                                          "tests/test_beitv2.py (synthetic unilm names); "
+                                          "tests/test_unilm_reference.py: synthetic official keys, both heads' "
+                                          "MIM logits and the loss vs a functional forward written from "
+                                          "modeling_pretrain.py, and the export; "
                                           "tests/test_convert_folders.py: the refusal",
                                           refuse("beitv2-unilm", "cannot write a complete BEiT v2 model: unilm "
                                                  "pretraining checkpoints have no VQ-KD tokenizer (tokenizer.*) and "
@@ -224,7 +236,9 @@ def _table() -> dict[str, Converter]:
         table["vqkd-unilm"] = Converter("vqkd", "microsoft/unilm BEiT v2 VQ-KD tokenizer",
                                         lambda sd: vqkd_unilm.unilm_to_mimkit(sd)[0], None,
                                         "load_unilm_vqkd / vqkd_from_unilm",
-                                        "tests/test_vqkd.py (synthetic unilm names)" + folder_test, build_vqkd,
+                                        "tests/test_unilm_reference.py: synthetic official keys, codes, decoded "
+                                        "teacher features and loss vs a functional forward written from "
+                                        "modeling_vqkd.py" + folder_test, build_vqkd,
                                         FOLDER + " (heads: width / 64 unless --set num_heads=N)")
     except ImportError:
         pass

@@ -8,9 +8,16 @@ timm's layout (timm/models/vision_transformer.py):
   (.weight and .bias each), with ls1.gamma / ls2.gamma when init_values is set; norm.{weight, bias}.
 MAE keeps exactly these names for its encoder, so its export is the encoder subset (the decoder,
 mask token and pixel statistics are left out) and the import is the reverse (a MAE built to the
-same sizes keeps its decoder). MAGE's encoder reads VQ tokens, not pixels: its export has the
-blocks, norm, pos_embed and as cls_token the "fake class" embedding row, and no patch_embed
-(load it into timm with strict=False, or as a feature backbone over MAGE's token embedding).
+same sizes keeps its decoder). The MAE features are timm's forward_features (cls + patches,
+positions, blocks, final norm) and, with global_pool="token", mimkit's MAE.features (pool="cls").
+
+MAGE's encoder reads VQ tokens, not pixels: its export has the blocks, norm, pos_embed, as
+cls_token the "fake class" embedding row, and as norm_pre the LayerNorm MAGE applies to its
+embedded input (embed.norm): a timm VisionTransformer(pre_norm=True, global_pool="avg",
+fc_norm=False) run from after its patch embedding, over MAGE's token embeddings
+(embed.tokens.weight[codes]), gives MAGE.encode's tokens and, pooled, MAGE.features. There is no
+patch_embed (load it into timm with strict=False). tests/test_mae_official_reference.py checks
+both exports against a timm forward written from timm/models/vision_transformer.py.
 """
 from ..errors import CheckpointError
 
@@ -44,10 +51,13 @@ def timm_vit_to_mae(timm_sd: dict, mae_sd: dict) -> dict:
 
 
 def mage_to_timm_vit(sd: dict) -> dict:
-    """mimkit MAGE state dict -> timm vit_* names for its encoder (no patch_embed: see the module doc)."""
+    """mimkit MAGE state dict -> timm vit_* names for its encoder, norm_pre included (a timm
+    VisionTransformer with pre_norm=True; no patch_embed: see the module doc)."""
     if "embed.classes.weight" not in sd:
         raise CheckpointError("not a MAGE state dict: no embed.classes.weight")
     out = {k: v for k, v in sd.items() if k.startswith(("blocks.", "norm."))}
     out["cls_token"] = sd["embed.classes.weight"][-1:].unsqueeze(0)  # the null ("fake class") row
     out["pos_embed"] = sd["embed.pos_embed"]
+    # MAGE normalises [class; tokens] + positions before the blocks: timm's norm_pre (pre_norm=True)
+    out["norm_pre.weight"], out["norm_pre.bias"] = sd["embed.norm.weight"], sd["embed.norm.bias"]
     return out
