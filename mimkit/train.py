@@ -8,6 +8,7 @@ import torch
 from .data import build_augment, build_dataset
 from .data.augment import unaugmented
 from .data.collate import SkippedItem
+from .data.device_batch import images_to_float
 from .data.statistics import pixel_statistics_of
 from .engine.resume_check import fill_from_saved, resumable_checkpoint
 from .engine.trainer import Trainer
@@ -29,7 +30,7 @@ def build_callbacks(model, config: RunConfig, dataset) -> list:
     items = readable_items(dataset, 8)
     if not items or "images" not in items[0]:  # nothing readable near the start, or no images (tokens)
         return []
-    images = torch.stack([item["images"] for item in items])
+    images = images_to_float(torch.stack([item["images"] for item in items]))  # uint8 from decoded sources
     return [ReconstructionCallback(images, config.train.picture_every, seed=config.train.seed)]
 
 

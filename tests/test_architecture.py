@@ -10,6 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mimkit"
 FLOORS = [
     ("mimkit.errors", 0), ("mimkit.config_schema", 0), ("mimkit.files", 0),
     ("mimkit.data.config", 0), ("mimkit.engine.config", 0),  # the data / optim / train config dataclasses
+    ("mimkit.data.device_batch", 0),  # uint8 batches -> float on the device (the token cache uses it too)
     ("mimkit.nn", 1), ("mimkit.methods.base", 1), ("mimkit.methods.output", 1),
     ("mimkit.tokenizers", 2),
     ("mimkit.methods.", 3),  # every other module of mimkit/methods/
@@ -20,7 +21,8 @@ FLOORS = [
     ("mimkit.commands", 7), ("mimkit.cli", 7), ("mimkit.repro", 7), ("mimkit.__main__", 7), ("mimkit", 7),
 ]
 # optional or slow third-party packages: imported inside the functions that need them
-LAZY = ("transformers", "datasets", "huggingface_hub", "torch.utils.tensorboard", "matplotlib", "sklearn", "scipy")
+LAZY = ("transformers", "datasets", "huggingface_hub", "torch.utils.tensorboard", "matplotlib", "sklearn", "scipy",
+        "msgpack")
 
 
 def floor_of(module: str) -> int:

@@ -1,4 +1,4 @@
-"""The papers' RandomResizedCrop on the original image: the box sampler follows torchvision's rule (area fraction and log aspect match a plain reference by a KS test, boxes reach the image's edges, the fallback is a centre crop), an image folder in training crops the full-resolution original, and the evaluation transform is resize-shorter-side + centre crop.
+"""The papers' RandomResizedCrop on the original image: the box sampler follows torchvision's rule (area fraction and log aspect match a plain reference by a KS test, boxes reach the image's edges, the fallback is a centre crop), an image folder in training crops the full-resolution original, and the evaluation transform is resize-shorter-side + centre crop (the box on a 500x375 image by hand, and what evaluation reads use). Items are uint8: a folder's batches through the loader (0 or 1 worker, over two epochs) are PIL's crops of the seeded boxes as floats after `to_device_float`; JPEG draft decoding gives the full decode's picture; tar shards and HF rows of the same images crop exactly like the folder.
 
 The reference rule below is written from torchvision's RandomResizedCrop.get_params, with numpy.
 """
@@ -94,8 +94,7 @@ def test_folder_training_item_is_a_random_crop(wide_folder):
         ds.set_epoch(1)
         b = ds[index]["images"]
         ds.set_epoch(0)
-        assert a.shape == (3, 32, 32) and a.dtype == torch.float32
-        assert 0 <= a.min() and a.max() <= 1
+        assert a.shape == (3, 32, 32) and a.dtype == torch.uint8
         assert not torch.equal(a, b)  # another epoch, another crop
     two = ImageFolder(wide_folder, channels=1, image_size=16, augment=True, views=2)[1]
     assert two["images"].shape == two["images_2"].shape == (1, 16, 16)
@@ -176,3 +175,138 @@ def test_trainer_keeps_the_second_view_a_folder_draws(wide_folder, tmp_path):
                     augment=build_augment(config.data, data)).next_batch()
     assert batch["images"].shape == batch["images_2"].shape == (2, 3, 8, 8)
     assert not torch.equal(batch["images"], batch["images_2"])
+
+
+# ------------------------------------------------ uint8 items, the evaluation view, shards and HF rows alike
+
+def reference_crop(path, box, size, mirror):
+    """torchvision's RandomResizedCrop on a PIL image, plainly: crop the box, PIL's bicubic resize, mirror."""
+    left, top, w, h = box
+    img = Image.open(path).convert("RGB").crop((left, top, left + w, top + h)).resize((size, size), Image.BICUBIC)
+    array = np.asarray(img.transpose(Image.FLIP_LEFT_RIGHT) if mirror else img)
+    return torch.from_numpy(array.astype(np.float32) / 255).permute(2, 0, 1)
+
+
+def expected_training_crop(path, size, seed, epoch, index):
+    """The crop of item `index` in `epoch`: box then flip drawn from the generator seeded (seed, epoch, index)."""
+    from mimkit.data.image_items import item_seed
+
+    g = torch.Generator().manual_seed(item_seed(seed, epoch, index))
+    width, height = Image.open(path).size
+    box = random_resized_crop_box(width, height, SCALE, RATIO, g)
+    return reference_crop(path, box, size, torch.rand(1, generator=g).item() < 0.5)
+
+
+@pytest.fixture
+def png_folder(tmp_path):
+    rng = np.random.default_rng(3)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (60 + 7 * i, 90, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    return tmp_path
+
+
+def same_pixels(got, expected):
+    """Equal up to two steps of 1/255 anywhere (torch's uint8 bicubic and PIL's round their fixed-point
+    sums differently) and a mean difference far below one step (no shift, no other filter)."""
+    diff = (got - expected).abs()
+    return diff.max().item() <= 2 / 255 + 1e-6 and diff.mean().item() < 0.05 / 255
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_folder_batches_are_the_pil_crops_as_floats(png_folder, num_workers):
+    """uint8 items through the loader (workers living across epochs) and to_device_float give the
+    floats of PIL's crop + bicubic resize of the boxes drawn from (seed, epoch, index)."""
+    from mimkit.data.device_batch import to_device_float
+    from mimkit.data.loader import make_loader
+    from mimkit.data.permutation import epoch_permutation
+
+    ds = ImageFolder(png_folder, channels=3, image_size=24, augment=True)
+    loader = make_loader(ds, batch_size=3, seed=11, num_workers=num_workers)
+    for epoch in range(2):
+        order = epoch_permutation(len(ds), 11, epoch).tolist()
+        for b in range(2):
+            raw = next(loader)
+            assert raw["images"].dtype == torch.uint8
+            batch = to_device_float(raw, "cpu")
+            expected = torch.stack([expected_training_crop(ds.files[i], 24, 11, epoch, i)
+                                    for i in order[3 * b:3 * b + 3]])
+            assert batch["images"].dtype == torch.float32 and same_pixels(batch["images"], expected)
+
+
+def test_evaluation_view_box_by_hand(tmp_path):
+    """500 x 375, S = 224, crop_pct 0.875: side round(0.875 * 375) = 328, left (500 - 328) // 2 = 86,
+    top (375 - 328) // 2 = 23 - the pixels "shorter side to 256, centre 224" keeps."""
+    rng = np.random.default_rng(4)
+    smooth = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize((500, 375), Image.BICUBIC)
+    smooth.save(tmp_path / "a.png")
+    assert center_crop_box(500, 375) == (86, 23, 328, 328)
+    item = ImageFolder(tmp_path, channels=3, image_size=224)[0]["images"]  # not augmented: the evaluation view
+    expected = reference_crop(tmp_path / "a.png", (86, 23, 328, 328), 224, False)
+    assert item.dtype == torch.uint8 and same_pixels(item.float() / 255, expected)
+    # the same pixels as resize-shorter-side + centre crop, up to the sub-pixel offset of the integer box
+    resized = torch.from_numpy(np.asarray(center_crop_resize(smooth, 224)).astype(np.float32) / 255).permute(2, 0, 1)
+    assert (expected - resized).abs().mean() < 0.01
+
+
+def test_evaluation_reads_use_the_evaluation_view(tmp_path):
+    """What commands read (eval_dataset: probes, reconstruct, tokenize, ...) is the evaluation view."""
+    from mimkit.config import load_config
+    from mimkit.data.evaluation_data import EvalSources, eval_dataset, random_readable_items
+
+    rng = np.random.default_rng(5)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    config = load_config("mae_micro_fmnist", [f"data.name={tmp_path}", "data.image_size=16", "model.img_size=16",
+                                              "model.in_chans=3"])
+    data = eval_dataset(config, "train", EvalSources())
+    assert not data.augments_itself
+    side = round(0.875 * 30)  # 26: left (40 - 26) // 2 = 7, top (30 - 26) // 2 = 2
+    expected = reference_crop(data.files[0], ((40 - side) // 2, (30 - side) // 2, side, side), 16, False)
+    assert same_pixels(data[0]["images"].float() / 255, expected)
+    items = random_readable_items(data, 2, seed=0)  # what reconstruct / inpaint draw: float already
+    assert all(item["images"].dtype == torch.float32 for item in items)
+
+
+def test_jpeg_crops_decode_at_draft_scale(tmp_path):
+    """A JPEG crop much larger than S is decoded at 1/2..1/8 scale: the same picture as the full
+    decode within JPEG's error, on training crops and evaluation views alike."""
+    rng = np.random.default_rng(6)
+    smooth = Image.fromarray(rng.integers(0, 256, (8, 10, 3), dtype=np.uint8)).resize((1000, 800), Image.BICUBIC)
+    smooth.save(tmp_path / "a.jpg", quality=95)
+    ds = ImageFolder(tmp_path, channels=3, image_size=32)
+    full = reference_crop(tmp_path / "a.jpg", center_crop_box(1000, 800), 32, False)
+    assert (ds[0]["images"].float() / 255 - full).abs().mean() < 0.01
+    ds.augment = True
+    assert (ds[0]["images"].float() / 255 - expected_training_crop(ds.files[0], 32, 0, 0, 0)).abs().mean() < 0.01
+
+
+def test_shards_and_hf_rows_crop_like_the_folder(png_folder, tmp_path):
+    """The same images as a folder, a tar shard and HF rows: the same uint8 crops for the same
+    (seed, epoch, index), training and evaluation alike."""
+    import io
+    import tarfile
+
+    from mimkit.data.hf_datasets import HFImageRows
+    from mimkit.data.shards import TarShards
+
+    folder = ImageFolder(png_folder, channels=3, image_size=16, augment=True, views=2)
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        for i, path in enumerate(folder.files):
+            data = open(path, "rb").read()
+            info = tarfile.TarInfo(f"{i:04d}.png")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    shards = TarShards([str(tmp_path / "s.tar")], 3, 16, shuffle_buffer=1, augment=True, views=2)
+    rows = HFImageRows([{"image": Image.open(p)} for p in folder.files], 3, 16, augment=True, views=2)
+    for ds in (folder, shards, rows):
+        ds.seed = 9
+        ds.set_epoch(2)
+    streamed = list(shards)  # buffer 1, one shard: file order
+    for i in range(len(folder)):
+        mine, row, read = folder[i], rows[i], shards[i]
+        for key in ("images", "images_2"):
+            assert torch.equal(mine[key], streamed[i][key]) and torch.equal(mine[key], row[key])
+            assert torch.equal(mine[key], read[key])
+    for ds in (folder, shards, rows):
+        ds.augment = False
+    assert torch.equal(folder[3]["images"], shards[3]["images"]) and torch.equal(folder[3]["images"], rows[3]["images"])

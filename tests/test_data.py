@@ -195,7 +195,7 @@ def test_folder_with_class_subfolders(tmp_path):
     assert ds.classes == ["cat", "dog"] and len(ds) == 3
     assert [ds[i]["labels"].item() for i in range(3)] == [0, 1, 1]
     assert ds[0]["images"].shape == (3, 4, 4)
-    assert torch.allclose(ds[0]["images"], torch.full((3, 4, 4), 20 / 255))
+    assert torch.equal(ds[0]["images"], torch.full((3, 4, 4), 20, dtype=torch.uint8))  # uint8 items
     assert len(build_dataset(DataConfig(name=str(tmp_path), image_size=4, limit=2), channels=1)) == 2
 
 
@@ -250,7 +250,8 @@ def test_bad_files_skipped_and_counted(folder_with_bad_files, num_workers):
     ds = ImageFolder(folder_with_bad_files, channels=1, image_size=4, on_error="skip")
     loader = ResumableLoader(ds, batch_size=4, seed=0, num_workers=num_workers)
     batch = next(loader)
-    assert batch["images"].shape == (2, 1, 4, 4) and torch.allclose(batch["images"], torch.ones(2, 1, 4, 4))
+    assert batch["images"].shape == (2, 1, 4, 4) and torch.equal(batch["images"], torch.full((2, 1, 4, 4), 255,
+                                                                                             dtype=torch.uint8))
     assert loader.skipped_count == 2
     assert sorted(Path(p).name for p in loader.skipped_paths) == ["b.png", "c.jpg"]
     next(loader)  # the next epoch meets them again: counted again, listed once
@@ -404,3 +405,30 @@ def test_two_ranks_partition_an_epoch():
 def test_loader_too_small_dataset():
     with pytest.raises(DataError, match="too few for one batch of 8"):
         ResumableLoader(numbered(5), batch_size=8)
+
+
+# ------------------------------------------------------------------------------ uint8 -> float, once
+
+def test_to_device_float_divides_uint8_images_only():
+    from mimkit.data.device_batch import to_device_float
+
+    batch = {"images": torch.tensor([[[[0, 51, 255]]]], dtype=torch.uint8), "labels": torch.tensor([3]),
+             "images_2": torch.tensor([[[[255]]]], dtype=torch.uint8)}
+    out = to_device_float(batch, "cpu")
+    assert out["images"].dtype == torch.float32
+    assert out["images"].flatten().tolist() == pytest.approx([0.0, 0.2, 1.0], abs=1e-7)
+    assert out["images_2"].item() == 1.0 and out["labels"].dtype == torch.long and out["labels"].item() == 3
+    assert batch["images"].dtype == torch.uint8  # the input is left alone
+    floats = {"images": torch.tensor([0.25])}
+    assert to_device_float(floats)["images"] is floats["images"]  # float images pass unchanged
+
+
+def test_folder_pixel_statistics_are_of_floats(tmp_path):
+    """Pixel statistics of a folder's uint8 items are measured in [0, 1], not 0..255."""
+    from mimkit.data.statistics import pixel_statistics_of
+
+    make_png(tmp_path / "a.png", 51)
+    make_png(tmp_path / "b.png", 153)
+    mean, std, count = pixel_statistics_of(ImageFolder(tmp_path, channels=1, image_size=4))
+    # values 0.2 and 0.6, 16 of each: sample std sqrt(32 * 0.2 ** 2 / 31) = 0.2032
+    assert count == 2 and mean == (0.4,) and std == (0.2032,)

@@ -80,7 +80,7 @@ def test_decoded_pixels_and_resumed_batches(tmp_path):
     folder = write_shards(tmp_path / "s", 2, 9)
     ds = build_dataset(DataConfig(name=str(folder), image_size=8), channels=1)
     item = ds[4]
-    assert int(item["labels"]) == 4 and torch.allclose(item["images"], torch.full((1, 8, 8), 12 / 255))
+    assert int(item["labels"]) == 4 and torch.equal(item["images"], torch.full((1, 8, 8), 12, dtype=torch.uint8))
     run = make_loader(ds, 4, seed=3)
     first = [next(run)["labels"].tolist() for _ in range(7)]  # 18 samples -> 4 batches per epoch: into epoch 2
     state = run.state_dict()
@@ -107,7 +107,7 @@ def test_hf_rows_decode_like_files():
     ds = HFImageRows(rows, channels=1, image_size=4)
     item = ds[2]
     assert int(item["labels"]) == 2 and item["images"].shape == (1, 4, 4)
-    torch.testing.assert_close(item["images"], torch.full((1, 4, 4), 60 / 255))  # grey of a flat RGB image
+    torch.testing.assert_close(item["images"], torch.full((1, 4, 4), 60, dtype=torch.uint8))  # grey of flat RGB
     with pytest.raises(DataError, match="no image column"):
         HFImageRows([{"text": "x"}], 1, 4)
 

@@ -1,7 +1,9 @@
 """Floor 5: datasets (built-ins, folders, arrays, IDX), batched augmentation, a resumable loader.
 
-Images are float32 in [0, 1], (C, H, W) per item and (N, C, H, W) per batch; items and batches
-are dicts {"images", "labels"} with labels int64, -1 when unknown.
+Images are (C, H, W) per item and (N, C, H, W) per batch: float32 in [0, 1] from in-memory
+sources, uint8 from decoded ones (folders, shards, HF rows), which consumers turn into float [0, 1]
+with `to_device_float` (mimkit.data.device_batch); items and batches are dicts {"images", "labels"}
+with labels int64, -1 when unknown.
 """
 from .arrays import images_to_tensor, load_array_file
 from .augment import BatchAugment, build_augment

@@ -37,7 +37,8 @@ def identity(images: torch.Tensor) -> torch.Tensor:
 
 
 def augments_itself(dataset) -> bool:
-    """True when `dataset` crops and flips its items itself (an ImageFolder built for training)."""
+    """True when `dataset` crops and flips its items itself (a decoded source built for training:
+    image folder, tar shards, HF rows; mimkit.data.image_items)."""
     return bool(getattr(dataset, "augments_itself", False))
 
 

@@ -17,10 +17,11 @@ class DataConfig:
            .npz's train_*/test_* arrays, an HF DatasetDict's split (see mimkit.data.splits); a source
            without splits is all train data and has no test split.
     image_size: side in pixels of the images a model is fed.
-    crop_scale / hflip / augment: RandomResizedCrop(scale) + horizontal flip. Image folders draw
-           the crop on the original, full-resolution image in the data workers and resize only the
-           crop (the papers' recipe, mimkit.data.crops); in-memory sources (built-ins, arrays) are
-           resized first and cropped in batches on the training device.
+    crop_scale / hflip / augment: RandomResizedCrop(scale) + horizontal flip. Decoded sources (image
+           folders, tar shards, HF rows) draw the crop on the original, full-resolution image in the
+           data workers and resize only the crop (the papers' recipe, mimkit.data.image_views); their
+           evaluation reads resize the shorter side to S / 0.875 and centre crop S. In-memory sources
+           (built-ins, arrays) are resized first and cropped in batches on the training device.
     crop_ratio: aspect-ratio range (width / height) of the RandomResizedCrop boxes.
     on_error: "raise" (stop naming the file) or "skip" (skip unreadable images and count them).
     max_image_pixels: image files with more pixels are refused before decoding (decompression bombs).
@@ -29,7 +30,9 @@ class DataConfig:
     limit_seed: the seed of that subset.
     convert_channels: convert images whose colour does not fit model.in_chans (colour -> grey by
            luminance, grey -> colour by repetition) instead of refusing them (mimkit.data.colour).
-    num_workers: DataLoader workers for decoded-on-the-fly sources (folders).
+    num_workers: DataLoader workers for decoded-on-the-fly sources (folders, shards, HF rows); they
+           live across epochs and read 4 batches each ahead; items travel as uint8 and become float
+           on the training device (mimkit.data.device_batch).
     views: 1, or 2 for two views of every image (MAGE-C): two independent augmentations
            ("images", "images_2") or two different cached views ("tokens", "tokens_2").
     """

@@ -1,4 +1,5 @@
-"""Decode one image file with PIL into a float (C, S, S) tensor, any PIL mode.
+"""Decode one image file with PIL into a float (C, S, S) tensor, any PIL mode; the header checks
+and the mode rule the datasets' uint8 views (mimkit.data.image_views) use too.
 
 Mode rule (then mimkit.data.channels.to_channels picks the requested channel count):
   1, L, LA, RGB, RGBA  -> their values / 255 (mode 1: 0 or 1);
@@ -146,39 +147,3 @@ def oriented_size(img: Image.Image) -> tuple[int, int]:
     except Exception:  # a damaged EXIF block: exif_transpose will not turn the image either
         orientation = 1
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-
-
-def decode_random_crop(path: str | os.PathLike, channels: int, size: int, scale: tuple[float, float],
-                       ratio: tuple[float, float], hflip: bool, generator: torch.Generator,
-                       max_pixels: int = MAX_PIXELS, min_side: int = 1) -> torch.Tensor:
-    """Image file -> float32 (channels, size, size) in [0, 1]: the training augmentation on the original.
-
-    A RandomResizedCrop box (mimkit.data.crops, torchvision's rule) is drawn on the whole image at
-    full resolution (after EXIF orientation); a JPEG is decoded at the smallest draft scale (1/2,
-    1/4, 1/8) whose crop still has at least `size` pixels a side; only the crop is resized to
-    size x size (bicubic, antialiased, clamped to [0, 1]); then it is mirrored left-right with
-    probability 1/2 when `hflip`. Every random number comes from `generator`. Errors as decode_image.
-    """
-    from .crops import random_resized_crop_box
-
-    with pillow_limit(max_pixels), open_checked(path, max_pixels, min_side) as img:
-        width, height = oriented_size(img)
-        left, top, w, h = random_resized_crop_box(width, height, scale, ratio, generator)
-        factor = next((f for f in (8, 4, 2) if min(w, h) >= f * size), 1)
-        if factor > 1:  # JPEG only (other formats ignore draft): decode at 1/factor
-            img.draft(img.mode, (img.size[0] // factor, img.size[1] // factor))
-        img.load()
-        ImageOps.exif_transpose(img, in_place=True)
-        fy, fx = img.size[1] / height, img.size[0] / width  # 1 unless drafted
-        x0, y0 = min(int(round(left * fx)), img.size[0] - 1), min(int(round(top * fy)), img.size[1] - 1)
-        x1 = max(x0 + 1, min(int(round((left + w) * fx)), img.size[0]))
-        y1 = max(y0 + 1, min(int(round((top + h) * fy)), img.size[1]))
-        array = pil_to_array(img.crop((x0, y0, x1, y1)))  # only the crop is converted to float
-    crop = to_channels(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1), channels, str(path))[None]
-    if crop.shape[-2:] != (size, size):
-        crop = torch.nn.functional.interpolate(crop, size=(size, size), mode="bicubic", align_corners=False,
-                                               antialias=True).clamp_(0, 1)
-    crop = crop[0]
-    if hflip and torch.rand(1, generator=generator).item() < 0.5:
-        crop = crop.flip(-1)
-    return crop.contiguous()

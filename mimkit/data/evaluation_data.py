@@ -18,6 +18,7 @@ import torch
 from ..errors import ConfigError, DataError
 from .collate import SkippedItem, note_skipped
 from .config import DataConfig
+from .device_batch import to_device_float
 from .factory import build_dataset
 from .labels import check_class_coverage, require_labels
 
@@ -135,15 +136,15 @@ def skipped_files(*datasets) -> list[str]:
 
 
 def random_readable_items(data, n: int, seed: int) -> list[dict]:
-    """Up to n items of a seeded random draw from `data`, passing over files an on_error="skip"
-    dataset could not read (noted in data.skipped); DataError when none is readable."""
+    """Up to n items of a seeded random draw from `data` (images float in [0, 1]), passing over files
+    an on_error="skip" dataset could not read (noted in data.skipped); DataError when none is readable."""
     items = []
     for i in torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).tolist():
         item = data[i]
         if isinstance(item, SkippedItem):
             note_skipped(data, [item.path])
             continue
-        items.append(item)
+        items.append(to_device_float(item))
         if len(items) == n:
             break
     if not items:

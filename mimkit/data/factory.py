@@ -13,6 +13,7 @@ from .folder import ImageFolder
 from .hf_datasets import PREFIX as HF_PREFIX
 from .hf_datasets import HFImageRows, load_hf_rows
 from .idx import has_idx_header, load_idx_images
+from .image_views import CropRecipe
 from .memory import InMemoryDataset
 from .shards import TarShards, expand_shards
 from .splits import check_split_name, missing_split, split_subfolders
@@ -26,7 +27,9 @@ CHOICES = ("fashion-mnist, digits, or a path to an image folder, a .npy/.npz fil
 def build_dataset(cfg: DataConfig, channels: int, split: str | None = None, min_side: int = 1,
                   whole: bool = False, classes: list[str] | None = None, key: str = "data.name",
                   training: bool = False):
-    """The dataset of `cfg.name` with items {"images": float32 (channels, S, S), "labels": int64 0-d},
+    """The dataset of `cfg.name` with items {"images": (channels, S, S), "labels": int64 0-d} - float32
+    in [0, 1] from in-memory sources, uint8 from decoded ones (folders, shards, HF rows: make them
+    float with mimkit.data.device_batch.to_device_float) -
     or for a token cache folder a TokenCacheDataset with items {"tokens": (h, w), "labels"}.
 
     split: "train" / "test" (default cfg.split). A source with splits (built-ins, a folder with
@@ -40,8 +43,10 @@ def build_dataset(cfg: DataConfig, channels: int, split: str | None = None, min_
     passes the model's patch size). Every dataset gets `source`, the text that names it in reports,
     `split`: the split it is of a divided source (None for an undivided one), and `identity`: the
     resolved source path and split, which tells whether two datasets are the same data.
-    training: the dataset a run trains on; with cfg.augment an image folder then augments its items
-    itself on the original images (ImageFolder augment=True; the Trainer does not crop them again).
+    training: the dataset a run trains on; with cfg.augment a decoded source (image folder, tar
+    shards, HF rows) then augments its items itself on the original images (mimkit.data.image_items;
+    the Trainer does not crop them again). Otherwise they serve the evaluation view (resize the
+    shorter side to S / 0.875, centre crop S).
     """
     if not cfg.name:
         raise ConfigError(f"{key} is empty; give fashion-mnist, digits, or a folder / .npy / .npz / IDX path")
@@ -68,7 +73,8 @@ def _build(cfg: DataConfig, channels: int, split: str, min_side: int, whole: boo
         rows, source = load_hf_rows(name, split, whole)
         if cfg.limit:
             rows = rows.select(subset_indices(None, len(rows), cfg.limit, cfg.limit_seed).tolist())
-        return marked(HFImageRows(rows, channels, cfg.image_size, source=source), split if source != name else None)
+        return marked(HFImageRows(rows, channels, cfg.image_size, source=source, augment=training and cfg.augment,
+                                  recipe=recipe(cfg), views=cfg.views), split if source != name else None)
     path = Path(name).expanduser()
     shards = expand_shards(name)  # a brace pattern, a .tar file or a folder of .tar shards
     streamed = shards or (path / MANIFEST_FILE).is_file()
@@ -78,8 +84,9 @@ def _build(cfg: DataConfig, channels: int, split: str, min_side: int, whole: boo
         raise ConfigError(f"data.limit does not apply to {name} (tar shards and token caches are read whole); "
                           "set data.limit=0 or make a smaller source")
     if shards:
-        return TarShards(shards, channels, cfg.image_size, on_error=cfg.on_error,
-                         max_pixels=cfg.max_image_pixels, min_side=cfg.min_image_size or min_side)
+        return TarShards(shards, channels, cfg.image_size, on_error=cfg.on_error, max_pixels=cfg.max_image_pixels,
+                         min_side=cfg.min_image_size or min_side, augment=training and cfg.augment,
+                         recipe=recipe(cfg), views=cfg.views)
     if (path / MANIFEST_FILE).is_file():
         return TokenCacheDataset(path, pairs=cfg.views == 2)
     if path.is_dir():
@@ -115,6 +122,11 @@ def image_folder(cfg: DataConfig, channels: int, path: Path, split: str, min_sid
                          crop_ratio=cfg.crop_ratio, hflip=cfg.hflip, views=cfg.views)
     check_channels(kinds_of_files(folder.files), channels, folder.source, cfg.convert_channels)
     return marked(folder, split if parts else None)
+
+
+def recipe(cfg: DataConfig) -> CropRecipe:
+    """The training crops data.crop_scale / crop_ratio / hflip ask for."""
+    return CropRecipe(tuple(cfg.crop_scale), tuple(cfg.crop_ratio), cfg.hflip)
 
 
 def marked(dataset, split: str | None):

@@ -7,7 +7,9 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
 from .collate import SkippedItem
-from .decode import MAX_PIXELS, decode_image, decode_random_crop
+from .decode import MAX_PIXELS
+from .image_items import ImageItems, split_key
+from .image_views import CropRecipe
 from .subset import subset_indices
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
@@ -24,12 +26,7 @@ def scan_images(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def item_seed(seed: int, epoch: int, index: int) -> int:
-    """A generator seed for the random crops of item `index` in `epoch` of a run seeded `seed`."""
-    return (seed * 0x9E3779B97F4A7C15 + epoch * 0xC2B2AE3D27D4EB4F + index) % 2**63
-
-
-class ImageFolder(Dataset):
+class ImageFolder(ImageItems, Dataset):
     """Images under `root`, recursively.
 
     Labels: when every image lies inside a sub-folder of `root`, the first-level sub-folder is
@@ -37,22 +34,22 @@ class ImageFolder(Dataset):
     the folder is unlabelled and every label is -1 (pretraining needs no labels).
     classes: class names to number the sub-folders by instead (e.g. the train split's, so a test
     folder's labels mean the same classes); a sub-folder not among them is a DataError.
-    Items: {"images": float32 (channels, image_size, image_size) in [0, 1], "labels": int64 0-d}.
+    Items: {"images": uint8 (channels, image_size, image_size), "labels": int64 0-d} (float in [0, 1]
+    through mimkit.data.device_batch.to_device_float).
     on_error: "raise" -> DataError naming an unreadable file; "skip" -> the item is a SkippedItem,
     which collate_skipping drops and ResumableLoader counts.
     limit: keep a seeded random subset of `limit` files (stratified by class, see
     mimkit.data.subset; 0 = all), drawn with `limit_seed`.
     max_pixels / min_side: size limits checked before decoding (see mimkit.data.decode); files
     outside them count as unreadable.
-    augment: the training augmentation on the original image (mimkit.data.decode.decode_random_crop:
-    a RandomResizedCrop box with `crop_scale` / `crop_ratio` drawn on the full-resolution image,
-    only the crop resized, then a horizontal flip when `hflip`); `augments_itself` is then True
-    and the Trainer's batched augmentation leaves these images alone. views=2 adds "images_2",
-    a second independent draw (MAGE-C). Without augment (evaluation, pictures, statistics) an
-    item is the centred square resized to image_size, as before.
+    augment: the training augmentation on the original image (mimkit.data.image_views: a
+    RandomResizedCrop box with `crop_scale` / `crop_ratio` drawn on the full-resolution image, only
+    the crop resized, then a horizontal flip when `hflip`); `augments_itself` is then True and the
+    Trainer's batched augmentation leaves these images alone. views=2 adds "images_2", a second
+    independent draw (MAGE-C). Without augment (evaluation, pictures, statistics) an item is the
+    evaluation view: resize the shorter side to S / 0.875, centre crop S.
     Randomness: the crops of item i in epoch e come from a generator seeded with (seed, e, i)
-    (`seed` and `set_epoch` are set by the loader), so they do not depend on workers, ranks or
-    where a run was resumed.
+    (mimkit.data.image_items), so they do not depend on workers, ranks or where a run was resumed.
     """
 
     def __init__(self, root: str | os.PathLike, channels: int, image_size: int, on_error: str = "raise",
@@ -84,36 +81,21 @@ class ImageFolder(Dataset):
         self.total = len(files)
         keep = subset_indices(labels, len(files), limit, limit_seed)
         self.files, self.labels = [str(files[i]) for i in keep], labels[keep]
-        self.channels, self.image_size, self.on_error = channels, image_size, on_error
-        self.max_pixels, self.min_side = max_pixels, min_side
+        self.on_error = on_error
+        self.init_items(channels, image_size, augment, CropRecipe(tuple(crop_scale), tuple(crop_ratio), hflip),
+                        views, max_pixels, min_side)
         self.source = str(self.root)
-        self.augment, self.crop_scale, self.crop_ratio = augment, tuple(crop_scale), tuple(crop_ratio)
-        self.hflip, self.views = hflip, views
-        self.seed, self.epoch = 0, 0  # of the crops (see the class docstring)
         self.skipped: dict[str, None] = {}  # unreadable files met by readers in this process (ordered set)
-
-    @property
-    def augments_itself(self) -> bool:
-        """True when items are already augmented (the Trainer must not crop or flip them again)."""
-        return self.augment
-
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch whose crops the next items are (the loader calls it before each epoch)."""
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor] | SkippedItem:
+    def __getitem__(self, key) -> dict[str, torch.Tensor] | SkippedItem:
+        """key: an index, or (epoch, index) (mimkit.data.image_items)."""
+        epoch, index = split_key(key, self.epoch)
         path = self.files[index]
         try:
-            if not self.augment:
-                image = decode_image(path, self.channels, self.image_size, self.max_pixels, self.min_side)
-            else:
-                generator = torch.Generator().manual_seed(item_seed(self.seed, self.epoch, index))
-                views = [decode_random_crop(path, self.channels, self.image_size, self.crop_scale, self.crop_ratio,
-                                            self.hflip, generator, self.max_pixels, self.min_side)
-                         for _ in range(self.views)]
+            item = self.item_views(path, path, epoch, index)
         except DataError:
             raise
         except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
@@ -122,9 +104,5 @@ class ImageFolder(Dataset):
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise DataError(f"cannot read image {path}: {reason}; fix or delete it, or skip unreadable files "
                             "(data.on_error=skip when training, --on-error skip for other commands)") from None
-        if self.augment:
-            item = {"images": views[0], "labels": self.labels[index].clone()}
-            if self.views == 2:
-                item["images_2"] = views[1]
-            return item
-        return {"images": image, "labels": self.labels[index].clone()}
+        item["labels"] = self.labels[index].clone()
+        return item

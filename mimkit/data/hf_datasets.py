@@ -5,19 +5,19 @@
 
 Nothing is downloaded: only folders on disk are read (datasets.load_from_disk). Rows are dicts
 with a PIL image under "image" or "img" (the names HF image datasets use) and an optional integer
-"label" / "labels"; each row is decoded like an image file (channels, centre square resize).
+"label" / "labels"; each row becomes a uint8 item exactly as an image file of a folder does
+(mimkit.data.image_items: training crops on the original seeded by (seed, epoch, row), or the
+evaluation view).
 """
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .channels import to_channels
-from .decode import pil_to_array
-from .resize import fit_square
+from .image_items import ImageItems, split_key
+from .image_views import CropRecipe
 
 PREFIX = "hf:"
 IMAGE_KEYS = ("image", "img", "pixel_values")
@@ -62,10 +62,12 @@ def load_hf_rows(name: str, split: str, whole: bool = False):
     return loaded, name
 
 
-class HFImageRows(Dataset):
-    """Map-style view of HF rows: items {"images": float32 (channels, S, S) in [0, 1], "labels": int64 0-d}."""
+class HFImageRows(ImageItems, Dataset):
+    """Map-style view of HF rows: items {"images": uint8 (channels, S, S), "labels": int64 0-d}
+    (plus "images_2" when views == 2); keys: a row index or (epoch, row index)."""
 
-    def __init__(self, rows, channels: int, image_size: int, source: str = "hf dataset"):
+    def __init__(self, rows, channels: int, image_size: int, source: str = "hf dataset", augment: bool = False,
+                 recipe: CropRecipe = CropRecipe(), views: int = 1):
         if len(rows) == 0:
             raise DataError(f"{source} has no rows")
         first = rows[0]
@@ -74,18 +76,20 @@ class HFImageRows(Dataset):
             raise DataError(f"{source}: rows have no image column (looked for {', '.join(IMAGE_KEYS)}; "
                             f"found {', '.join(first)})")
         self.label_key = next((k for k in LABEL_KEYS if k in first), None)
-        self.rows, self.channels, self.image_size, self.source = rows, channels, image_size, source
+        self.rows, self.source = rows, source
+        self.init_items(channels, image_size, augment, recipe, views)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key) -> dict[str, torch.Tensor]:
+        epoch, index = split_key(key, self.epoch)
         row = self.rows[index]
         image = row[self.image_key]
         if not isinstance(image, Image.Image):
             raise DataError(f"{self.source}[{index}].{self.image_key} is a {type(image).__name__}, not a PIL image; "
                             "cast the column to datasets.Image() before save_to_disk")
-        tensor = torch.from_numpy(np.ascontiguousarray(pil_to_array(image))).permute(2, 0, 1)
-        tensor = fit_square(to_channels(tensor, self.channels, f"{self.source}[{index}]")[None], self.image_size)[0]
+        item = self.item_views(image, f"{self.source}[{index}]", epoch, index)
         label = int(row[self.label_key]) if self.label_key is not None else -1
-        return {"images": tensor.contiguous(), "labels": torch.tensor(label, dtype=torch.long)}
+        item["labels"] = torch.tensor(label, dtype=torch.long)
+        return item

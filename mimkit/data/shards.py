@@ -10,6 +10,9 @@ split over (rank, DataLoader worker) - whole shards when there are at least as m
 else every reader streams all shards and keeps every n-th sample - and the samples pass through
 a shuffle buffer seeded by (seed, epoch, reader). `StreamLoader` batches them forever, with a
 resumable (epoch, batches yielded) position: resuming re-reads the epoch up to that point.
+Images become uint8 items exactly as an image folder's (mimkit.data.image_items): the training
+crops of the sample with index i (its place in file order over all shards) in epoch e are drawn
+from (seed, e, i), so a shard and a folder of the same images in the same order crop alike.
 """
 import io
 import random
@@ -22,8 +25,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..errors import DataError
 from .collate import SkippedItem, collate_skipping
-from .decode import MAX_PIXELS, decode_image
+from .decode import MAX_PIXELS
 from .folder import IMAGE_EXTENSIONS
+from .image_items import ImageItems
+from .image_views import CropRecipe
 from .permutation import epoch_permutation
 
 LABEL_EXTENSIONS = (".cls", ".label", ".target")
@@ -82,6 +87,20 @@ def read_samples(shard: str):
         yield key, parts
 
 
+def count_samples(shard: str) -> int:
+    """Samples in one shard, from the tar headers (a seekable read skips the members' bytes)."""
+    count, key = 0, None
+    try:
+        with tarfile.open(shard, mode="r:*") as archive:
+            for member in archive:
+                if member.isfile():
+                    k = split_key(member.name)[0]
+                    count, key = count + (k != key), k
+    except (OSError, tarfile.TarError) as err:
+        raise DataError(f"cannot read shard {shard}: {err}; re-write it or remove it from data.name") from None
+    return count
+
+
 class NamedBytes(io.BytesIO):
     """Bytes of one tar member that print as shard:member in error messages."""
 
@@ -93,24 +112,32 @@ class NamedBytes(io.BytesIO):
         return self.label
 
 
-class TarShards(IterableDataset):
-    """Streams {"images": float32 (channels, S, S) in [0, 1], "labels": int64 0-d (-1 = none)}
-    from tar shards; see the module docstring for shuffling and splitting. set_epoch(e) before
-    iterating chooses the epoch's order."""
+class TarShards(ImageItems, IterableDataset):
+    """Streams {"images": uint8 (channels, S, S), "labels": int64 0-d (-1 = none)} (plus
+    "images_2" when views == 2) from tar shards; see the module docstring for shuffling and
+    splitting. set_epoch(e) before iterating chooses the epoch's order and crops. augment / recipe /
+    views: the training crops of mimkit.data.image_items (else the evaluation view)."""
 
     def __init__(self, shards: list[str], channels: int, image_size: int, seed: int = 0, rank: int = 0,
                  world_size: int = 1, shuffle_buffer: int = 1000, on_error: str = "raise",
-                 max_pixels: int = MAX_PIXELS, min_side: int = 1):
+                 max_pixels: int = MAX_PIXELS, min_side: int = 1, augment: bool = False,
+                 recipe: CropRecipe = CropRecipe(), views: int = 1):
         if not shards:
             raise DataError("no tar shards given")
-        self.shards, self.channels, self.image_size = list(shards), channels, image_size
+        self.init_items(channels, image_size, augment, recipe, views, max_pixels, min_side)
+        self.shards = list(shards)
         self.seed, self.rank, self.world_size, self.shuffle_buffer = seed, rank, world_size, shuffle_buffer
-        self.on_error, self.max_pixels, self.min_side = on_error, max_pixels, min_side
-        self.epoch = 0
+        self.on_error = on_error
+        self._offsets = None
         self.source = self.shards[0] if len(self.shards) == 1 else f"{self.shards[0]} (+{len(self.shards) - 1})"
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def offsets(self) -> dict[str, int]:
+        """shard -> the file-order index of its first sample (counted once, from the tar headers)."""
+        if self._offsets is None:
+            counts = [count_samples(shard) for shard in self.shards]
+            starts = [sum(counts[:i]) for i in range(len(counts))]
+            self._offsets, self._count = dict(zip(self.shards, starts)), sum(counts)
+        return self._offsets
 
     def reader(self) -> tuple[int, int]:
         """(index, count) of this (rank, worker) among all readers."""
@@ -119,19 +146,20 @@ class TarShards(IterableDataset):
         return self.rank * workers + worker, self.world_size * workers
 
     def my_stream(self):
-        """This reader's (shard, key, parts) of the epoch, before the shuffle buffer."""
+        """This reader's (shard, key, parts, file-order index) of the epoch, before the shuffle buffer."""
         index, count = self.reader()
+        offsets = self.offsets()
         order = [self.shards[i] for i in epoch_permutation(len(self.shards), self.seed, self.epoch).tolist()]
         if len(order) >= count:
             for shard in order[index::count]:
-                for key, parts in read_samples(shard):
-                    yield shard, key, parts
+                for i, (key, parts) in enumerate(read_samples(shard)):
+                    yield shard, key, parts, offsets[shard] + i
             return
         position = 0
         for shard in order:
-            for key, parts in read_samples(shard):
+            for i, (key, parts) in enumerate(read_samples(shard)):
                 if position % count == index:
-                    yield shard, key, parts
+                    yield shard, key, parts, offsets[shard] + i
                 position += 1
 
     def __iter__(self):
@@ -149,7 +177,7 @@ class TarShards(IterableDataset):
         for sample in buffer:
             yield self.decode(*sample)
 
-    def decode(self, shard: str, key: str, parts: dict[str, bytes]):
+    def decode(self, shard: str, key: str, parts: dict[str, bytes], index: int):
         name = f"{shard}:{key}"
         image = next((ext for ext in parts if ext.endswith(IMAGE_EXTENSIONS)), None)
         if image is None:
@@ -161,8 +189,7 @@ class TarShards(IterableDataset):
         except ValueError:
             raise DataError(f"sample {name}{label_ext} is not an integer label") from None
         try:
-            tensor = decode_image(NamedBytes(parts[image], name + image), self.channels, self.image_size,
-                                  self.max_pixels, self.min_side)
+            item = self.item_views(NamedBytes(parts[image], name + image), name + image, self.epoch, index)
         except DataError:
             raise
         except Exception as err:  # PIL raises many types
@@ -170,7 +197,8 @@ class TarShards(IterableDataset):
                 return SkippedItem(name + image)
             raise DataError(f"cannot read image {name}{image}: {str(err).splitlines()[0] if str(err) else err}; "
                             "fix the shard or set data.on_error=skip") from None
-        return {"images": tensor, "labels": torch.tensor(label, dtype=torch.long)}
+        item["labels"] = torch.tensor(label, dtype=torch.long)
+        return item
 
     def __getitem__(self, index: int):
         """The index-th sample in file order (for previews such as reconstruction pictures)."""
@@ -178,14 +206,13 @@ class TarShards(IterableDataset):
         for shard in self.shards:
             for key, parts in read_samples(shard):
                 if seen == index:
-                    return self.decode(shard, key, parts)
+                    return self.decode(shard, key, parts, index)
                 seen += 1
         raise IndexError(index)
 
     def __len__(self) -> int:
         """Samples in all shards (counted once by reading the tar headers)."""
-        if not hasattr(self, "_count"):
-            self._count = sum(1 for shard in self.shards for _ in read_samples(shard))
+        self.offsets()
         return self._count
 
 
@@ -195,11 +222,15 @@ class StreamLoader:
     An epoch ends when this rank's share runs out (ranks may differ by a batch: the stream goes on
     into the next epoch, so every rank still yields one batch per step). drop_last=True keeps
     batches whole. state_dict() = {"epoch", "position"}; load_state_dict() skips `position`
-    batches of the saved epoch when iterating resumes.
+    batches of the saved epoch when iterating resumes. Each epoch is a fresh DataLoader (its
+    workers start with that epoch's order and crops); pin_memory for a CUDA device, and
+    `prefetch_factor` batches per worker read ahead.
     """
 
-    def __init__(self, dataset: TarShards, batch_size: int, num_workers: int = 0):
+    def __init__(self, dataset: TarShards, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
+                 prefetch_factor: int = 4):
         self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
+        self.pin_memory, self.prefetch_factor = pin_memory, prefetch_factor
         self.epoch, self.position = 0, 0
         self.skipped_count, self.skipped_paths = 0, []
         self._batches = None
@@ -216,8 +247,10 @@ class StreamLoader:
 
     def open_epoch(self):
         self.dataset.set_epoch(self.epoch)
+        self.dataset.offsets()  # counted here once, not in every worker
         loader = DataLoader(self.dataset, batch_size=self.batch_size, drop_last=True, num_workers=self.num_workers,
-                            collate_fn=collate_skipping)
+                            collate_fn=collate_skipping, pin_memory=self.pin_memory,
+                            prefetch_factor=self.prefetch_factor if self.num_workers else None)
         batches = iter(loader)
         for _ in range(self.position):  # resume: the batches already trained on
             next(batches)

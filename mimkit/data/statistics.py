@@ -3,6 +3,7 @@ normalisation a pixel model uses when its config leaves pixel_mean / pixel_std e
 import torch
 
 from .collate import SkippedItem
+from .device_batch import images_to_float
 
 IN_MEMORY_SAMPLE = 4096  # images read for the statistics of an in-memory dataset
 DECODED_SAMPLE = 512  # ... of a dataset decoded on the fly (folders, shards, HF rows)
@@ -15,10 +16,10 @@ def measured_sample(dataset, seed: int = 0) -> torch.Tensor:
     count = min(size, IN_MEMORY_SAMPLE if get_batch is not None else DECODED_SAMPLE)
     order = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:count].sort().values
     if get_batch is not None:
-        return get_batch(order)["images"]
+        return images_to_float(get_batch(order)["images"])
     items = [dataset[int(i)] for i in order]
     images = [item["images"] for item in items if not isinstance(item, SkippedItem)]
-    return torch.stack(images) if images else torch.zeros(0)
+    return images_to_float(torch.stack(images)) if images else torch.zeros(0)
 
 
 def pixel_statistics_of(dataset, seed: int = 0) -> tuple[tuple[float, ...], tuple[float, ...], int]:

@@ -65,7 +65,8 @@ from .run_log import RunLog
 class Trainer:
     """Trains `model` on batches drawn from `dataset` as `config.train` / `config.optim` say.
 
-    model: nn.Module with forward(**batch) -> Output; dataset: items {"images", "labels"}.
+    model: nn.Module with forward(**batch) -> Output; dataset: items {"images", "labels"} (images
+    uint8 or float in [0, 1]: the model always sees float, see mimkit.data.device_batch).
     augment: optional callable on the image batch (N, C, H, W), applied on the training device.
     callbacks: callables `callback(trainer, step)` run after each optimiser step.
     """
@@ -96,7 +97,8 @@ class Trainer:
             self.ddp = wrap_ddp(self.model, self.device, self.dist)
         self.optimizer = build_adamw(self.model, self.peak_lr, self.oc.weight_decay, self.oc.betas, self.oc.eps)
         self.loader = make_loader(dataset, self.tc.batch_size, seed=self.tc.seed, num_workers=config.data.num_workers,
-                                  rank=self.dist.rank, world_size=self.dist.world_size)
+                                  rank=self.dist.rank, world_size=self.dist.world_size,
+                                  pin_memory=self.device.type == "cuda")
         self.step = 0
         self.nonfinite_total = 0  # skipped steps so far
         self.nonfinite_run = 0  # skipped steps in a row, up to the current one
@@ -233,7 +235,11 @@ class Trainer:
         return warmup_cosine(step, self.tc.steps, self.oc.warmup_steps, self.peak_lr, self.oc.min_lr)
 
     def next_batch(self) -> dict:
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in next(self.loader).items()}
+        """The next batch on the device, images float in [0, 1] (uint8 items are converted there),
+        augmented unless the dataset crops its items itself."""
+        from ..data.device_batch import to_device_float
+
+        batch = to_device_float(next(self.loader), self.device)
         if self.augment is not None and "images" in batch:
             images = batch["images"]
             batch["images"] = self.augment(images)

@@ -11,12 +11,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.collate import collate_skipping, note_skipped
+from ..data.device_batch import to_device_float
 from ..errors import DataError
 from ..nn.device import model_device
 
 
-def labelled_batches(dataset, batch_size: int, num_workers: int = 0):
-    """Yield {"images": (B, C, H, W), "labels": (B,)} batches in dataset order.
+def labelled_batches(dataset, batch_size: int, num_workers: int = 0, device=None):
+    """Yield {"images": float (B, C, H, W) in [0, 1], "labels": (B,)} batches in dataset order, on
+    `device` (None: the CPU; uint8 items become float there, mimkit.data.device_batch).
 
     In-memory datasets with `get_batch(indices)` are sliced directly (no per-item collation);
     any other map-style dataset of {"images", "labels"} dicts goes through a DataLoader. Items an
@@ -25,14 +27,14 @@ def labelled_batches(dataset, batch_size: int, num_workers: int = 0):
     if hasattr(dataset, "get_batch"):
         n = len(dataset)
         for start in range(0, n, batch_size):
-            yield dataset.get_batch(torch.arange(start, min(start + batch_size, n)))
+            yield to_device_float(dataset.get_batch(torch.arange(start, min(start + batch_size, n))), device)
         return
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_skipping)
+                        collate_fn=collate_skipping, pin_memory=device is not None and torch.device(device).type == "cuda")
     for batch, skipped in loader:
         note_skipped(dataset, skipped)
         if batch is not None:
-            yield batch
+            yield to_device_float(batch, device)
 
 
 def _check_batch(batch, what: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +86,7 @@ def extract_features(model: nn.Module, dataset, batch_size: int = 512, device=No
     feats, labels = [], []
     try:
         with torch.no_grad():
-            batches = labelled_batches(dataset, batch_size, num_workers)
+            batches = labelled_batches(dataset, batch_size, num_workers, device)
             for batch in tqdm(batches, total=total, desc=desc, disable=not progress, leave=False):
                 images, y = _check_batch(batch, "the dataset to probe")
                 f = model.features(images.to(device, non_blocking=True), pool=pool)

@@ -41,6 +41,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.collate import collate_readable
+from ..data.device_batch import to_device_float
 from ..engine.optim import param_groups, scaled_lr, warmup_cosine
 from ..errors import ConfigError, DataError, MimkitError
 from ..nn.device import model_device
@@ -227,14 +228,14 @@ def prepare_model(model: nn.Module, drop_path: float | None, device) -> nn.Modul
 # ------------------------------------------------------------------ data
 def take(dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """indices (B,) of a labelled dataset -> (images (B', C, H, W), labels (B',)); B' < B when an
-    on_error="skip" dataset could not read some of them (noted in `dataset.skipped`)."""
+    on_error="skip" dataset could not read some of them (noted in `dataset.skipped`); images float in [0, 1]."""
     if hasattr(dataset, "get_batch"):
         batch = dataset.get_batch(indices)
     else:
         batch = collate_readable([dataset[int(i)] for i in indices], dataset)
         if batch is None:
             raise DataError(f"none of the {len(indices)} images of a fine-tuning batch could be read; check the data")
-    return _check_batch(batch, "the fine-tuning dataset")
+    return _check_batch(to_device_float(batch), "the fine-tuning dataset")
 
 
 def dataset_labels(dataset, what: str) -> torch.Tensor:

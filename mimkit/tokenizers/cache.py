@@ -113,16 +113,19 @@ def tokenizer_device(tokenizer) -> torch.device:
 
 
 def image_batch(dataset, start: int, stop: int) -> dict[str, torch.Tensor]:
-    """Images (B, C, H, W) and labels (B,) of items start..stop-1 (get_batch when the dataset has it)."""
+    """Images (B, C, H, W) float in [0, 1] and labels (B,) of items start..stop-1 (get_batch when
+    the dataset has it; uint8 items made float by mimkit.data.device_batch)."""
+    from ..data.device_batch import images_to_float, to_device_float  # local: mimkit.data imports this module
+
     get_batch = getattr(dataset, "get_batch", None)
     if get_batch is not None:
-        return get_batch(torch.arange(start, stop))
+        return to_device_float(get_batch(torch.arange(start, stop)))
     items = [dataset[i] for i in range(start, stop)]
     if not all(isinstance(item, dict) and "images" in item for item in items):
         raise DataError(f"dataset item {start}..{stop - 1} is not an image dict (unreadable image skipped?); "
                         "a token cache needs every image: fix or remove the file, or use on_error=raise")
     labels = [item.get("labels", torch.tensor(-1)) for item in items]
-    return {"images": torch.stack([item["images"] for item in items]),
+    return {"images": images_to_float(torch.stack([item["images"] for item in items])),
             "labels": torch.stack([torch.as_tensor(label, dtype=torch.long) for label in labels])}
 
 
