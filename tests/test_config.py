@@ -32,7 +32,7 @@ def test_overrides_are_typed():
     ("model.img_size=30", "divisible by model.patch_size 4"),
     ("model.norm_pix_loss=3", "model.norm_pix_loss must be true or false"),
     ("train.precision=fp8", "train.precision must be fp32 or bf16"),
-    ("method=nope", "known methods: beitv2, classifier, mae, mage, maskgit, revcolv2, vqgan, vqkd"),
+    ("method=nope", "known methods: beitv2, classifier, mae, mage, maskgit, maskgit_vqgan, revcolv2, vqgan, vqkd"),
     ("trainsteps", "not of the form key=value"),
 ])
 def test_bad_values_name_the_key(override, message):
