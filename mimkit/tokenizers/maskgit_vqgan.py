@@ -43,6 +43,7 @@ from torch import nn
 from ..errors import ConfigError
 from .conv_blocks import Downsample, Level, Mid, Upsample, group_norm, swish
 from .maskgit_vqgan_loss import MaskGITVQGANLoss
+from .conv_config import ConvGridConfig
 from .vq_tokenizer import QUANTIZER_BOOKKEEPING, VQConfig, VQTokenizer, vq_logs
 
 # State that is bookkeeping, not weights: left out of fingerprint() and of MAGE's files.
@@ -51,7 +52,7 @@ BLOCK = {"bias": False, "shortcut": "branch"}  # MaskGIT's residual blocks
 
 
 @dataclass
-class MaskGITVQGANConfig(VQConfig):
+class MaskGITVQGANConfig(ConvGridConfig, VQConfig):
     """Architecture, quantizer and losses of a MaskGIT VQGAN (defaults: vqgan_config.py, ImageNet 256).
 
     Architecture: base_channels ("filters") x channel_mult per level (f = 2 ** (len(channel_mult) - 1)),
@@ -82,22 +83,8 @@ class MaskGITVQGANConfig(VQConfig):
     disc_channels: int = 64
     disc_layers: int = 3
 
-    @property
-    def downsample_factor(self) -> int:
-        return 2 ** (len(self.channel_mult) - 1)
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        side = self.img_size // self.downsample_factor
-        return side, side
-
     def validate(self, prefix: str = "model") -> None:
-        if not self.channel_mult or min(self.channel_mult) < 1:
-            raise ConfigError(f"{prefix}.channel_mult needs one positive multiplier per level, got {list(self.channel_mult)}")
-        f = self.downsample_factor
-        if self.img_size <= 0 or self.img_size % f:
-            raise ConfigError(f"{prefix}.img_size {self.img_size} must be a positive multiple of the downsampling "
-                              f"factor f = 2 ** (len(channel_mult) - 1) = {f}")
+        self.validate_grid(prefix)
         self.check_minimum(prefix, 1, ("base_channels", "num_res_blocks", "norm_groups", "disc_channels",
                                        "disc_layers"))
         self.check_minimum(prefix, 0, ("codebook_weight", "entropy_weight", "perceptual_weight", "g_weight",
@@ -105,10 +92,7 @@ class MaskGITVQGANConfig(VQConfig):
         if self.entropy_temperature <= 0:
             raise ConfigError(f"{prefix}.entropy_temperature must be > 0, got {self.entropy_temperature}")
         super().validate(prefix)
-        if self.perceptual_weight > 0 and not self.perceptual_path:
-            raise ConfigError(f"{prefix}.perceptual_weight={self.perceptual_weight} needs {prefix}.perceptual_path "
-                              f"(a VGG16 / LPIPS weights file; none can be downloaded); set the path or "
-                              f"{prefix}.perceptual_weight=0")
+        self.validate_perceptual(prefix)
 
 
 class MaskGITEncoder(nn.Module):

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..errors import ConfigError
 from .conv_blocks import Decoder, Encoder
+from .conv_config import ConvGridConfig
 from .vq_tokenizer import QUANTIZER_BOOKKEEPING, VQConfig, VQTokenizer, vq_logs
 from .vqgan_loss import VQGANLoss
 
@@ -32,7 +32,7 @@ BOOKKEEPING = ("train_steps",) + QUANTIZER_BOOKKEEPING
 
 
 @dataclass
-class VQGANConfig(VQConfig):
+class VQGANConfig(ConvGridConfig, VQConfig):
     """Architecture, quantizer and losses of a VQGAN (defaults: the MaskGIT / MAGE ImageNet tokenizer).
 
     Architecture: base_channels x channel_mult per level (f = 2 ** (len(channel_mult) - 1)),
@@ -64,31 +64,14 @@ class VQGANConfig(VQConfig):
     disc_channels: int = 64
     disc_layers: int = 3
 
-    @property
-    def downsample_factor(self) -> int:
-        return 2 ** (len(self.channel_mult) - 1)
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        side = self.img_size // self.downsample_factor
-        return side, side
-
     def validate(self, prefix: str = "model") -> None:
-        if not self.channel_mult or min(self.channel_mult) < 1:
-            raise ConfigError(f"{prefix}.channel_mult needs one positive multiplier per level, got {list(self.channel_mult)}")
-        f = self.downsample_factor
-        if self.img_size <= 0 or self.img_size % f:
-            raise ConfigError(f"{prefix}.img_size {self.img_size} must be a positive multiple of the downsampling "
-                              f"factor f = 2 ** (len(channel_mult) - 1) = {f}")
+        self.validate_grid(prefix)
         self.check_minimum(prefix, 1, ("base_channels", "num_res_blocks", "z_channels", "norm_groups", "disc_channels",
                                        "disc_layers"))
         self.check_minimum(prefix, 0, ("codebook_weight", "perceptual_weight", "disc_weight", "disc_factor", "dropout",
                                        "disc_start"))
         super().validate(prefix)
-        if self.perceptual_weight > 0 and not self.perceptual_path:
-            raise ConfigError(f"{prefix}.perceptual_weight={self.perceptual_weight} needs {prefix}.perceptual_path "
-                              f"(a VGG16 / LPIPS weights file; none can be downloaded); set the path or "
-                              f"{prefix}.perceptual_weight=0")
+        self.validate_perceptual(prefix)
 
 
 @dataclass
