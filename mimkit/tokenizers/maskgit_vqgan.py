@@ -43,7 +43,7 @@ from torch import nn
 from ..errors import ConfigError
 from .conv_blocks import Downsample, Level, Mid, Upsample, group_norm, swish
 from .maskgit_vqgan_loss import MaskGITVQGANLoss
-from .conv_config import ConvGridConfig
+from .conv_shared import ConvGridConfig, ConvTokenizerParts, mean_psnr
 from .vq_tokenizer import QUANTIZER_BOOKKEEPING, VQConfig, VQTokenizer, vq_logs
 
 # State that is bookkeeping, not weights: left out of fingerprint() and of MAGE's files.
@@ -160,7 +160,7 @@ class MaskGITVQGANOutput:
     codes: torch.Tensor | None = None
 
 
-class MaskGITVQGAN(VQTokenizer):
+class MaskGITVQGAN(ConvTokenizerParts, VQTokenizer):
     """MaskGIT's VQ autoencoder + PatchGAN discriminator; `forward(images)` is the training objective."""
 
     method_name, config_class = "maskgit_vqgan", MaskGITVQGANConfig
@@ -180,27 +180,8 @@ class MaskGITVQGAN(VQTokenizer):
                                      c.entropy_temperature)
         self.register_buffer("train_steps", torch.tensor(0, dtype=torch.long))
 
-    def perceptual_network(self, device: torch.device):
-        """The frozen LPIPS-style network (loaded from config.perceptual_path on first use), or None."""
-        if self.config.perceptual_weight <= 0:
-            return None
-        net = self.external.get("perceptual")
-        if net is None:
-            from .perceptual import load_perceptual_network
-
-            net = self.external["perceptual"] = load_perceptual_network(self.config.perceptual_path)
-        if next(net.parameters()).device != device:
-            net = self.external["perceptual"] = net.to(device)
-        return net
 
     # ------------------------------------------------------------------ stages
-    def check_images(self, images: torch.Tensor) -> None:
-        c = self.config
-        if images.ndim != 4 or images.shape[1] != c.in_chans or images.shape[-1] % c.downsample_factor \
-                or images.shape[-2] % c.downsample_factor:
-            raise ValueError(f"expected images (N, {c.in_chans}, H, W) with H, W multiples of "
-                             f"{c.downsample_factor}, got {tuple(images.shape)}")
-
     def encode_features(self, images: torch.Tensor) -> torch.Tensor:
         """images (N, C, H, W) in [0, 1] (MaskGIT's input range, no shift) -> (N, h, w, code_dim)."""
         self.check_images(images)
@@ -232,15 +213,8 @@ class MaskGITVQGAN(VQTokenizer):
         if self.training:
             self.train_steps += 1
         loss, logs = self.loss(images, recon, q.loss, step, affinity, perceptual=self.perceptual_network(images.device))
-        with torch.no_grad():  # mean per-image PSNR of the clamped reconstruction (= mimkit.eval.psnr)
-            mse = recon.detach().float().clamp(0, 1).sub(images.float()).pow(2).flatten(1).mean(1)
-            psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).mean()
+        psnr = mean_psnr(recon, images)
         return MaskGITVQGANOutput(loss=loss, logs=vq_logs(q, logs, loss=loss, psnr=psnr), recon=recon, codes=q.codes)
-
-    @torch.no_grad()
-    def reconstruct(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """For pictures: images (N, C, H, W) in [0, 1] -> {"original", "reconstruction"}."""
-        return {"original": images, "reconstruction": self.decode(self.encode(images))}
 
     def fingerprint_tag(self) -> str:
         return f"f{self.config.downsample_factor}:maskgit"

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .conv_blocks import Decoder, Encoder
-from .conv_config import ConvGridConfig
+from .conv_shared import ConvGridConfig, ConvTokenizerParts, mean_psnr
 from .vq_tokenizer import QUANTIZER_BOOKKEEPING, VQConfig, VQTokenizer, vq_logs
 from .vqgan_loss import VQGANLoss
 
@@ -85,7 +85,7 @@ class VQGANOutput:
     codes: torch.Tensor | None = None
 
 
-class VQGAN(VQTokenizer):
+class VQGAN(ConvTokenizerParts, VQTokenizer):
     """VQ autoencoder + PatchGAN discriminator; `forward(images)` is the whole training objective."""
 
     method_name, config_class = "vqgan", VQGANConfig
@@ -109,27 +109,8 @@ class VQGAN(VQTokenizer):
         # training forwards done: the discriminator start survives a resume with the weights
         self.register_buffer("train_steps", torch.tensor(0, dtype=torch.long))
 
-    def perceptual_network(self, device: torch.device):
-        """The frozen LPIPS-style network (loaded from config.perceptual_path on first use), or None."""
-        if self.config.perceptual_weight <= 0:
-            return None
-        net = self.external.get("perceptual")
-        if net is None:
-            from .perceptual import load_perceptual_network
-
-            net = self.external["perceptual"] = load_perceptual_network(self.config.perceptual_path)
-        if next(net.parameters()).device != device:
-            net = self.external["perceptual"] = net.to(device)
-        return net
 
     # ------------------------------------------------------------------ stages
-    def check_images(self, images: torch.Tensor) -> None:
-        c = self.config
-        if images.ndim != 4 or images.shape[1] != c.in_chans or images.shape[-1] % c.downsample_factor \
-                or images.shape[-2] % c.downsample_factor:
-            raise ValueError(f"expected images (N, {c.in_chans}, H, W) with H, W multiples of "
-                             f"{c.downsample_factor}, got {tuple(images.shape)}")
-
     def vectors(self, x: torch.Tensor) -> torch.Tensor:
         """images (N, C, H, W) in [-1, 1] -> pre-quantisation vectors (N, h, w, code_dim)."""
         return self.quant_conv(self.encoder(x)).permute(0, 2, 3, 1)
@@ -154,19 +135,10 @@ class VQGAN(VQTokenizer):
             self.train_steps += 1
         loss, logs = self.loss(x, recon, q.loss, step, self.decoder.conv_out.weight,
                                perceptual=self.perceptual_network(images.device))
-        with torch.no_grad():
-            # mean per-image PSNR of the clamped [0, 1] reconstruction (= mimkit.eval.psnr; the
-            # tokenizer floor does not import the eval floor)
-            mse = ((recon.detach().float() + 1) / 2).clamp(0, 1).sub(images.float()).pow(2).flatten(1).mean(1)
-            psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).mean()
+        psnr = mean_psnr((recon.detach() + 1) / 2, images)
         return VQGANOutput(loss=loss, logs=vq_logs(q, logs, loss=loss, psnr=psnr), recon=recon, codes=q.codes)
 
     # ------------------------------------------------------------------ downstream
-    @torch.no_grad()
-    def reconstruct(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """For pictures: images (N, C, H, W) in [0, 1] -> {"original", "reconstruction"} (N, C, H, W)."""
-        return {"original": images, "reconstruction": self.decode(self.encode(images))}
-
     def fingerprint_tag(self) -> str:
         return f"f{self.config.downsample_factor}:l2={self.config.l2_codes}"
 
