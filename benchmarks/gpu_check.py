@@ -21,7 +21,7 @@ Rows (`--smoke` runs the same rows with tiny models, 32 px images, 2 timed steps
    with kept = L / 4 visible patches (mae_step.model_flops; elementwise work not counted) and the
    peak from --peak-tflops (default 989: H100 SXM bf16 dense; 756 for an H100 PCIe).
 2. MaskGIT-256 sampling (preset maskgit_imagenet_256's 24 x 768 transformer on the 16x16 codes of
-   preset vqgan_imagenet_f16_1024's VQGAN) with `mimkit.generation.generate` at 8 and 12 steps,
+   preset maskgit_vqgan_imagenet_256's MaskGIT VQGAN) with `mimkit.generation.generate` at 8 and 12 steps,
    bf16 autocast, class labels, no guidance, VQGAN decoding included. Random weights: the speed is
    that of trained ones, the pictures are noise. Reference: the ideal time of the same work, T
    transformer forwards + one decode, each timed alone; ratio = sampled / ideal images/s, so 1 - ratio
@@ -72,7 +72,7 @@ class Sizes:
 
     mae: BenchConfig
     maskgit: dict = field(default_factory=dict)  # overrides of maskgit_imagenet_256's model
-    vqgan: dict = field(default_factory=dict)  # overrides of vqgan_imagenet_f16_1024's model
+    vqgan: dict = field(default_factory=dict)  # overrides of maskgit_vqgan_imagenet_256's model
     sample_batch: int = 64
     data_size: int = 224
     data_batch: int = 256
@@ -86,7 +86,7 @@ GPU = Sizes(mae=BenchConfig("MAE-B/16", 224, 16, 768, 12, 12, 512, 8, 16, batch=
 SMOKE = Sizes(mae=BenchConfig("tiny MAE", 32, 8, 32, 1, 2, 32, 1, 2, batch=4),
               maskgit={"embed_dim": 32, "depth": 1, "num_heads": 2},
               vqgan={"img_size": 32, "base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
-                     "attn_resolutions": [], "z_channels": 8, "code_dim": 8, "codebook_size": 64, "norm_groups": 4},
+                     "code_dim": 8, "codebook_size": 64, "norm_groups": 4},
               sample_batch=4, data_size=32, data_batch=8, distinct_jpegs=8, epoch_images=96, warmup=2, timed=2)
 
 
@@ -169,10 +169,10 @@ def mae_rows(sizes: Sizes, device: torch.device, backend: str, peak: float, comp
 
 # ------------------------------------------------------------------ 2. MaskGIT sampling
 def build_maskgit(sizes: Sizes, device: torch.device):
-    """maskgit_imagenet_256's model over vqgan_imagenet_f16_1024's VQGAN (both random), eval mode."""
+    """maskgit_imagenet_256's model over maskgit_vqgan_imagenet_256's MaskGIT VQGAN (both random), eval mode."""
     model = dict(preset_dict("maskgit_imagenet_256")["model"], **sizes.maskgit)
-    tokenizer = dict(preset_dict("vqgan_imagenet_f16_1024")["model"], **sizes.vqgan)
-    model.update(tokenizer_config={"method": "vqgan", "model": tokenizer})
+    tokenizer = dict(preset_dict("maskgit_vqgan_imagenet_256")["model"], **sizes.vqgan)
+    model.update(tokenizer_config={"method": "maskgit_vqgan", "model": tokenizer})
     config = run_config_from_dict({"method": "maskgit", "model": model})
     return build_model("maskgit", config.model).to(device).eval()
 
