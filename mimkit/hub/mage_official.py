@@ -30,6 +30,7 @@ default in MlmLayer), the blocks 1e-6.
 """
 import torch
 
+from ..config_schema import to_dict
 from ..errors import CheckpointError, ConfigError
 from ..files.state_dicts import as_state_dict, count_numbered, strip_prefix
 from .report import LoadReport, load_converted, report_converted
@@ -184,10 +185,7 @@ def mage_config_from_official(state_dict_or_path, **overrides):
     if tokenizer.codebook_size != official_codebook_size(sd):
         raise CheckpointError(f"{source}: vqgan.quantize.embedding.weight has {tokenizer.codebook_size} codes but "
                               f"token_emb.word_embeddings has rows for {official_codebook_size(sd)}")
-    model = {name: getattr(tokenizer, name) for name in ("img_size", "in_chans", "base_channels", "num_res_blocks",
-                                                         "codebook_size", "code_dim")}
-    model["channel_mult"] = list(tokenizer.channel_mult)
-    fields = dict(tokenizer_config={"method": "maskgit_vqgan", "model": model}, embed_dim=dim,
+    fields = dict(tokenizer_config={"method": "maskgit_vqgan", "model": to_dict(tokenizer)}, embed_dim=dim,
                   depth=count_numbered(sd, r"^blocks\.(\d+)\."), num_heads=max(dim // 64, 1),
                   mlp_ratio=sd["blocks.0.mlp.fc1.weight"].shape[0] / dim,
                   decoder_embed_dim=sd["decoder_embed.weight"].shape[0],
